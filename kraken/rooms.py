@@ -1,0 +1,561 @@
+"""
+Rooms: one Yjs document, its awareness states and its members.
+
+A room applies what its members send, commits every document change to the
+store, and only then forwards it.  Frames that depend on a change (forwarded
+updates and the step 2 answers built from the in-memory document) wait in an
+ordered outbox until the store has committed that change, so no client ever
+receives an update that a crash could still take away.
+
+A room is loaded when its first member joins and dropped from memory once its
+last member has left and its writes are committed.  If a room cannot be
+loaded, or a write fails, the room is closed (members get 1011 and retry)
+and nothing is written over what is stored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from pycrdt import Doc, TransactionEvent
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kraken.awareness import (
+    AwarenessEntry,
+    AwarenessStates,
+    decode_awareness_update,
+    encode_awareness_update,
+)
+from kraken.config import Limits
+from kraken.errors import CloseCode
+from kraken.store import DocumentStore, StoredDocument
+from kraken.sync import (
+    AwarenessMessage,
+    Message,
+    ProtocolError,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    encode_awareness,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+)
+
+#: Seconds after which an awareness state that was not renewed is removed.
+AWARENESS_TIMEOUT = 30.0
+
+
+class Member(Protocol):
+    """
+    A connection in a room, as the room sees it.
+    """
+
+    @property
+    def peer(self) -> str:
+        """
+        The remote address, for logs.
+        """
+
+    def send(self, frame: bytes) -> None:
+        """
+        Send one binary frame.
+        """
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """
+        Close the connection with a code from SPEC.md's list.
+        """
+
+
+class DocumentTooLarge(Exception):
+    """
+    An update would grow the document past C{max_document_bytes}.
+    """
+
+
+class RoomUnavailable(Exception):
+    """
+    The room could not be loaded or has failed; try again later.
+    """
+
+
+class _State(Enum):
+    LOADING = "loading"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Membership:
+    syncing: bool = False
+    client_ids: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """
+    A frame waiting for the commit of change C{seq}; sent to C{only} if set,
+    else to every syncing member but C{exclude}.
+    """
+
+    seq: int
+    frame: bytes
+    only: Member | None = None
+    exclude: Member | None = None
+
+
+class Room:
+    """
+    One internal room, C{{app_id}}:{{name}}.
+
+    @ivar doc: the document, touched only on the reactor thread.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        app_id: str,
+        name: str,
+        store: DocumentStore,
+        limits: Limits,
+        compact_after_rows: int,
+        on_idle: Callable[[Room], None],
+    ) -> None:
+        self.app_id = app_id
+        self.name = name
+        self.doc = Doc()
+        self.awareness = AwarenessStates(limits.max_awareness_bytes)
+        self._store = store
+        self._limits = limits
+        self._compact_after_rows = compact_after_rows
+        self._on_idle = on_idle
+        self._state = _State.LOADING
+        self._members: dict[Member, _Membership] = {}
+        self._joining: list[tuple[Member, Deferred[Room]]] = []
+        self._owners: dict[int, Member] = {}
+        self._applied = 0
+        self._committed = 0
+        self._outbox: deque[_Outgoing] = deque()
+        self._size = 0
+        self._stored_rows = 0
+        self._compacting = False
+        self._changes: list[bytes] = []
+        self.doc.observe(self._on_transaction)
+
+    @property
+    def key(self) -> str:
+        """
+        The internal key, C{{app_id}}:{{name}}.
+        """
+        return f"{self.app_id}:{self.name}"
+
+    @property
+    def size(self) -> int:
+        """
+        About how many bytes the document takes when stored.
+        """
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._members) + len(self._joining)
+
+    def members(self) -> Iterator[Member]:
+        """
+        The members that have joined (not those waiting for the load).
+        """
+        return iter(list(self._members))
+
+    def is_idle(self) -> bool:
+        """
+        Whether the room is loaded, has no members and nothing left to commit.
+        """
+        return (
+            self._state is _State.READY
+            and not self
+            and self._committed == self._applied
+        )
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the room was closed (deleted app, store fault, load failure).
+        """
+        return self._state is _State.CLOSED
+
+    # Loading and membership
+
+    def load(self) -> None:
+        """
+        Read the document from the store; members join once it is in.
+        """
+        loaded = self._store.load(self.app_id, self.name)
+        loaded.addCallbacks(self._loaded, self._load_failed)
+
+    def _loaded(self, stored: StoredDocument) -> None:
+        if self._state is not _State.LOADING:
+            return
+        try:
+            if stored.update is not None:
+                self.doc.apply_update(stored.update)
+        except Exception as error:
+            self._load_failed(Failure(error))
+            return
+        self._changes.clear()
+        self._size = stored.size
+        self._stored_rows = stored.rows
+        self._state = _State.READY
+
+        joining, self._joining = self._joining, []
+        for member, joined in joining:
+            self._welcome(member)
+            joined.callback(self)
+        if self.is_idle():
+            self._on_idle(self)
+
+    def _load_failed(self, failure: Failure) -> None:
+        self.log.error(
+            "Room {app}:{room} could not be loaded: {reason}",
+            app=self.app_id,
+            room=self.name,
+            reason=failure.getErrorMessage(),
+        )
+        self._state = _State.CLOSED
+        joining, self._joining = self._joining, []
+        for _, joined in joining:
+            joined.errback(RoomUnavailable("the room could not be loaded"))
+        self._on_idle(self)
+
+    def join(self, member: Member) -> Deferred[Room]:
+        """
+        Add a member; fires once the room is loaded and the member welcomed.
+        """
+        if self._state is _State.READY:
+            self._welcome(member)
+            return succeed(self)
+        joined: Deferred[Room] = Deferred()
+        if self._state is _State.CLOSED:
+            joined.errback(RoomUnavailable("the room is closed"))
+        else:
+            self._joining.append((member, joined))
+        return joined
+
+    def _welcome(self, member: Member) -> None:
+        self._members[member] = _Membership()
+        member.send(encode_sync_step1(self.doc.get_state()))
+        if len(self.awareness):
+            entries = self.awareness.all_entries()
+            member.send(encode_awareness(encode_awareness_update(entries)))
+
+    def leave(self, member: Member, now: float) -> None:
+        """
+        Remove a member and the awareness states it controlled.
+        """
+        self._joining = [(m, d) for m, d in self._joining if m is not member]
+        membership = self._members.pop(member, None)
+
+        if membership is not None:
+            for client_id in membership.client_ids:
+                self._owners.pop(client_id, None)
+            removed = self.awareness.remove(membership.client_ids)
+            self._broadcast_awareness(removed)
+
+        if self.is_idle():
+            self._on_idle(self)
+
+    # Messages
+
+    def receive(self, member: Member, message: Message, now: float) -> None:
+        """
+        Handle one decoded message from a member.
+
+        @raise ProtocolError: the message is invalid; the caller closes the
+            member's connection with 1002.
+        @raise DocumentTooLarge: the update would grow the document too much.
+        """
+        membership = self._members.get(member)
+        if membership is None or self._state is not _State.READY:
+            return
+
+        if isinstance(message, SyncStep1):
+            self._answer_step1(member, membership, message.state_vector)
+        elif isinstance(message, (SyncStep2, SyncUpdate)):
+            self._apply_update(member, message.update)
+        elif isinstance(message, AwarenessMessage):
+            self._apply_awareness(member, membership, message.payload, now)
+        elif isinstance(message, QueryAwareness):
+            entries = self.awareness.all_entries()
+            member.send(encode_awareness(encode_awareness_update(entries)))
+
+    def _answer_step1(
+        self, member: Member, membership: _Membership, state_vector: bytes
+    ) -> None:
+        try:
+            update = self.doc.get_update(state_vector)
+        except Exception:
+            raise ProtocolError("invalid state vector") from None
+        membership.syncing = True
+
+        frame = encode_sync_step2(update)
+        if self._committed == self._applied:
+            member.send(frame)
+        else:
+            self._outbox.append(_Outgoing(self._applied, frame, only=member))
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        self._changes.append(event.update)
+
+    def _apply_update(self, member: Member, update: bytes) -> None:
+        if self._size + len(update) > self._limits.max_document_bytes:
+            raise DocumentTooLarge(
+                f"{self._size} stored + {len(update)} new bytes exceeds "
+                f"{self._limits.max_document_bytes}"
+            )
+
+        self._changes.clear()
+        try:
+            self.doc.apply_update(update)
+        except Exception as error:
+            raise ProtocolError(f"update rejected: {error}") from None
+        except BaseException as error:
+            # pycrdt turns a panic of the Rust library into an exception that
+            # derives from BaseException; it must not take the server down.
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._check_document()
+            raise ProtocolError(f"update rejected: {type(error).__name__}") from None
+
+        for change in self._changes:
+            self._record(change, exclude=member)
+        self._changes.clear()
+
+    def _check_document(self) -> None:
+        """
+        After a panic in the CRDT library, make sure the document still
+        works; if not, close the room so that it reloads from the store.
+        """
+        try:
+            self.doc.get_state()
+        except BaseException:
+            self.fail("the document was damaged by a rejected update")
+
+    def _record(self, change: bytes, exclude: Member | None) -> None:
+        self._applied += 1
+        seq = self._applied
+        self._size += len(change)
+        self._outbox.append(_Outgoing(seq, encode_sync_update(change), exclude=exclude))
+
+        committed = self._store.append(self.app_id, self.name, change)
+        committed.addCallbacks(
+            self._committed_to, self._commit_failed, callbackArgs=(seq,)
+        )
+
+    def _committed_to(self, _: None, seq: int) -> None:
+        if self._state is _State.CLOSED:
+            return
+        self._committed = seq
+        self._stored_rows += 1
+        self._send_committed()
+        self._maybe_compact()
+        if self.is_idle():
+            self._on_idle(self)
+
+    def _commit_failed(self, failure: Failure) -> None:
+        self.fail(f"an update could not be stored: {failure.getErrorMessage()}")
+
+    def _send_committed(self) -> None:
+        outbox = self._outbox
+        while outbox and outbox[0].seq <= self._committed:
+            outgoing = outbox.popleft()
+            if outgoing.only is not None:
+                if outgoing.only in self._members:
+                    outgoing.only.send(outgoing.frame)
+                continue
+            for member, membership in list(self._members.items()):
+                if membership.syncing and member is not outgoing.exclude:
+                    member.send(outgoing.frame)
+
+    def _maybe_compact(self) -> None:
+        if self._compacting or self._stored_rows < self._compact_after_rows:
+            return
+        self._compacting = True
+        rows_before = self._stored_rows
+        compacted = self._store.compact(self.app_id, self.name)
+        compacted.addCallbacks(
+            self._compacted, self._compaction_failed, callbackArgs=(rows_before,)
+        )
+
+    def _compacted(self, stored: StoredDocument, rows_before: int) -> None:
+        self._compacting = False
+        self._stored_rows = max(1, self._stored_rows - rows_before + 1)
+        self._size = stored.size
+        self.log.debug(
+            "Room {app}:{room} compacted to {size} bytes",
+            app=self.app_id,
+            room=self.name,
+            size=stored.size,
+        )
+
+    def _compaction_failed(self, failure: Failure) -> None:
+        self._compacting = False
+        self.log.error(
+            "Room {app}:{room} could not be compacted: {reason}",
+            app=self.app_id,
+            room=self.name,
+            reason=failure.getErrorMessage(),
+        )
+
+    def _apply_awareness(
+        self, member: Member, membership: _Membership, payload: bytes, now: float
+    ) -> None:
+        entries = decode_awareness_update(payload)
+        accepted = self.awareness.apply(entries, now)
+        for entry in accepted:
+            self._claim(member, membership, entry)
+        self._broadcast_awareness(accepted)
+
+    def _claim(
+        self, member: Member, membership: _Membership, entry: AwarenessEntry
+    ) -> None:
+        """
+        Record which member controls a client id, so that its state is
+        removed when that member leaves; a client that reconnected on a new
+        socket moves to it.
+        """
+        previous = self._owners.pop(entry.client_id, None)
+        if previous is not None and previous in self._members:
+            self._members[previous].client_ids.discard(entry.client_id)
+        if entry.removed:
+            return
+        self._owners[entry.client_id] = member
+        membership.client_ids.add(entry.client_id)
+
+    def _broadcast_awareness(self, entries: list[AwarenessEntry]) -> None:
+        if not entries:
+            return
+        frame = encode_awareness(encode_awareness_update(entries))
+        for member, membership in list(self._members.items()):
+            if membership.syncing:
+                member.send(frame)
+
+    def expire_awareness(self, now: float) -> None:
+        """
+        Remove the states that were not renewed in time, and say so.
+        """
+        outdated = self.awareness.outdated(now, AWARENESS_TIMEOUT)
+        if not outdated:
+            return
+        for client_id in outdated:
+            owner = self._owners.pop(client_id, None)
+            if owner is not None and owner in self._members:
+                self._members[owner].client_ids.discard(client_id)
+        self._broadcast_awareness(self.awareness.remove(outdated))
+
+    # Ending
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """
+        Close every member's connection and stop using the room.
+        """
+        self._state = _State.CLOSED
+        self._outbox.clear()
+        members = list(self._members)
+        self._members.clear()
+        joining, self._joining = self._joining, []
+        for _, joined in joining:
+            joined.errback(RoomUnavailable(reason))
+        for member in members:
+            member.close(code, reason)
+        self._on_idle(self)
+
+    def fail(self, reason: str) -> None:
+        """
+        Close the room after a store or document fault; members get 1011 and
+        reconnect to a freshly loaded room.
+        """
+        if self._state is _State.CLOSED:
+            return
+        self.log.error(
+            "Room {app}:{room} closed: {reason}",
+            app=self.app_id,
+            room=self.name,
+            reason=reason,
+        )
+        self.close(CloseCode.SERVER_ERROR, "try again later")
+
+
+class RoomRegistry:
+    """
+    The rooms held in memory, by internal key.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, store: DocumentStore, limits: Limits, compact_after_rows: int
+    ) -> None:
+        self._store = store
+        self._limits = limits
+        self._compact_after_rows = compact_after_rows
+        self._rooms: dict[str, Room] = {}
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, key: str) -> Room | None:
+        """
+        The room held under C{key}, if it is in memory.
+        """
+        return self._rooms.get(key)
+
+    def join(self, app_id: str, name: str, member: Member) -> Deferred[Room]:
+        """
+        Add a member to a room, loading the room first if needed.
+        """
+        key = f"{app_id}:{name}"
+        room = self._rooms.get(key)
+        if room is None:
+            room = Room(
+                app_id,
+                name,
+                self._store,
+                self._limits,
+                self._compact_after_rows,
+                self._room_idle,
+            )
+            self._rooms[key] = room
+            room.load()
+        return room.join(member)
+
+    def _room_idle(self, room: Room) -> None:
+        if self._rooms.get(room.key) is room and (room.closed or room.is_idle()):
+            del self._rooms[room.key]
+
+    def rooms(self) -> list[Room]:
+        """
+        Every room in memory.
+        """
+        return list(self._rooms.values())
+
+    def close_app(self, app_id: str, code: CloseCode, reason: str) -> None:
+        """
+        Close every room of an app (it was deleted).
+        """
+        for room in self.rooms():
+            if room.app_id == app_id:
+                room.close(code, reason)
+
+    def expire_awareness(self, now: float) -> None:
+        """
+        Drop outdated awareness states in every room.
+        """
+        for room in self.rooms():
+            room.expire_awareness(now)

@@ -1,0 +1,232 @@
+"""
+The one twisted.web site: WebSocket upgrades to rooms, everything else to
+the HTTP API.
+
+A request that asks to upgrade to WebSocket is a room connection whatever
+its path, and is routed before any HTTP route (SPEC.md, "Routing a
+request").  Its handshake is checked here, in the resource tree, so that a
+refusal carries a JSON body and headers (Autobahn's C{ConnectionDeny} can set
+neither); only an admitted request reaches Autobahn.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.logger import Logger
+from twisted.web.http import combinedLogFormatter
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from kraken.admin import AdminAPI, render_error
+from kraken.apps import Admission, AppRegistry
+from kraken.config import Limits
+from kraken.errors import ApiError
+from kraken.rooms import RoomRegistry
+from kraken.websocket import AdmittedFactory, Connections, RoomFactory
+
+#: The longest room name, in UTF-8 bytes.
+MAX_ROOM_BYTES = 512
+
+#: Seconds a client refused for a cap is asked to wait.
+RETRY_AFTER = 5
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TOKEN_IN_QUERY = re.compile(rb"(?i)((?:^|[?&;])token=)[^&;]*")
+
+
+def room_from_path(path: bytes) -> str:
+    """
+    The room a WebSocket request path names: what follows C{/doc/}, or else
+    what follows C{/}, percent-decoded once.
+
+    @raise ApiError: 400 for an empty name, a name that is not UTF-8, one
+        with control characters, or one over L{MAX_ROOM_BYTES} bytes.
+    """
+    raw = path[len(b"/doc/") :] if path.startswith(b"/doc/") else path[1:]
+    decoded = unquote_to_bytes(raw)
+    if not decoded:
+        raise ApiError(400, "invalid-room", "The room name is empty.")
+    if len(decoded) > MAX_ROOM_BYTES:
+        raise ApiError(
+            400, "invalid-room", f"The room name exceeds {MAX_ROOM_BYTES} bytes."
+        )
+    try:
+        room = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid-room", "The room name is not UTF-8.") from None
+    if _CONTROL.search(room):
+        raise ApiError(
+            400, "invalid-room", "The room name contains control characters."
+        )
+    return room
+
+
+def request_token(request: IRequest) -> str | None:
+    """
+    The token of a request: C{Authorization: Bearer}, else C{?token=}.
+    """
+    header = request.getHeader(b"authorization")
+    if header:
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() == b"bearer" and token.strip():
+            return token.strip().decode("utf-8", "replace")
+    values = request.args.get(b"token") if request.args else None
+    if values and values[0]:
+        return bytes(values[0]).decode("utf-8", "replace")
+    return None
+
+
+def is_upgrade(request: IRequest) -> bool:
+    """
+    Whether the request asks to become a WebSocket.
+    """
+    upgrade = request.getHeader(b"upgrade") or b""
+    return b"websocket" in upgrade.lower()
+
+
+class KrakenRoot(Resource):
+    """
+    The root of the site: it routes by the C{Upgrade} header first, by path
+    second.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        api: AdminAPI,
+        apps: AppRegistry,
+        rooms: RoomRegistry,
+        connections: Connections,
+        factory: RoomFactory,
+        limits: Limits,
+    ) -> None:
+        super().__init__()
+        self._http = api.app.resource()
+        self._apps = apps
+        self._rooms = rooms
+        self._connections = connections
+        self._factory = factory
+        self._limits = limits
+        self.accepting = True
+
+    def render(self, request: IRequest) -> Any:
+        if is_upgrade(request):
+            return self._render_upgrade(request)
+        if request.path == b"/doc" or request.path.startswith(b"/doc/"):
+            request.setHeader(b"Upgrade", b"websocket")
+            request.setHeader(b"Connection", b"Upgrade")
+            error = ApiError(
+                426, "upgrade-required", "This path takes WebSocket connections."
+            )
+            body = render_error(request, error)
+            request.setResponseCode(426, b"Upgrade Required")
+            return body
+        return self._http.render(request)
+
+    def _render_upgrade(self, request: IRequest) -> Any:
+        try:
+            admission = self._admit(request)
+        except ApiError as error:
+            self.log.info(
+                "Handshake refused ({code}): peer {peer}, status {status}",
+                code=error.code,
+                peer=_peer(request),
+                status=error.status,
+            )
+            return render_error(request, error)
+
+        resource = WebSocketResource(AdmittedFactory(self._factory, admission))
+        return resource.render(request)
+
+    def _admit(self, request: IRequest) -> Admission:
+        if not self.accepting:
+            raise ApiError(
+                503,
+                "shutting-down",
+                "The server is shutting down.",
+                retry_after=RETRY_AFTER,
+            )
+        room = room_from_path(request.path)
+        origin = request.getHeader(b"origin")
+        admission = self._apps.admit(
+            request_token(request),
+            origin.decode("latin-1") if origin is not None else None,
+            room,
+        )
+        self._check_caps(admission)
+        return admission
+
+    def _check_caps(self, admission: Admission) -> None:
+        limits = self._limits
+        if (
+            self._connections.count_app(admission.app_id)
+            >= limits.max_connections_per_app
+        ):
+            self._refuse_cap(admission, "max-connections-per-app")
+        if (
+            self._connections.count_room(admission.key)
+            >= limits.max_connections_per_room
+        ):
+            self._refuse_cap(admission, "max-connections-per-room")
+        if (
+            self._rooms.get(admission.key) is None
+            and len(self._rooms) >= limits.max_rooms
+        ):
+            self._refuse_cap(admission, "max-rooms")
+
+    def _refuse_cap(self, admission: Admission, limit: str) -> None:
+        self.log.warn(
+            "Limit {limit} hit: app {app}, room {room}",
+            limit=limit,
+            app=admission.app_id,
+            room=admission.room,
+        )
+        raise ApiError(
+            503,
+            "over-capacity",
+            f"The server is at its {limit} limit; retry later.",
+            retry_after=RETRY_AFTER,
+        )
+
+
+def _peer(request: IRequest) -> str:
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return f"{host}:{getattr(address, 'port', '')}" if host else str(address)
+
+
+class _RedactedRequest:
+    """
+    A view of a request for the access log, with token values removed from
+    its URI.
+    """
+
+    def __init__(self, request: IRequest) -> None:
+        self._request = request
+        self.uri = _TOKEN_IN_QUERY.sub(rb"\1<redacted>", request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def redacted_log_formatter(timestamp: str, request: IRequest) -> str:
+    """
+    The combined log format, without the secrets a query string may carry.
+    """
+    return combinedLogFormatter(timestamp, _RedactedRequest(request))  # type: ignore[arg-type]
+
+
+def make_site(root: KrakenRoot) -> Site:
+    """
+    The site serving C{root}, with an access log that never shows a token.
+    """
+    site = Site(root, logFormatter=redacted_log_formatter)
+    site.displayTracebacks = False
+    return site

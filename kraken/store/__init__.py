@@ -1,0 +1,95 @@
+"""
+Where documents and apps are kept.
+
+The rest of Kraken talks to storage only through L{DocumentStore} and
+L{AppStore}, so that another backend (PostgreSQL for several processes) is an
+addition, not a rewrite.  The embedded default is L{kraken.store.sqlite}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from kraken.apps import App
+
+
+class StoreError(Exception):
+    """
+    The store could not do what was asked; the reason is in the message.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """
+    A room's document as read from the store.
+
+    @ivar update: every stored update merged into one, or C{None} for a room
+        that has never been written.
+    @ivar rows: how many update rows the room has (compaction makes it one).
+    @ivar size: the number of stored bytes.
+    """
+
+    update: bytes | None
+    rows: int
+    size: int
+
+
+class DocumentStore(Protocol):
+    """
+    An append-only log of document updates per room, with compaction.
+
+    Rooms are named by app and room name separately, so that no room name can
+    reach into another app's documents.
+    """
+
+    def load(self, app_id: str, room: str) -> Deferred[StoredDocument]:
+        """
+        Read a room's document.
+        """
+
+    def append(self, app_id: str, room: str, update: bytes) -> Deferred[None]:
+        """
+        Durably add an update to a room; fires once it is committed.
+        """
+
+    def compact(self, app_id: str, room: str) -> Deferred[StoredDocument]:
+        """
+        Merge a room's rows into one snapshot, in one transaction, without
+        touching rows appended meanwhile.
+        """
+
+    def check(self) -> Deferred[None]:
+        """
+        Fail unless the store can be read and written right now.
+        """
+
+
+class AppStore(Protocol):
+    """
+    The registered apps.
+    """
+
+    def insert_app(self, app: App, token_hash: str) -> Deferred[None]:
+        """
+        Add a new app with the hash of its token.
+        """
+
+    def set_token_hash(self, app_id: str, token_hash: str) -> Deferred[None]:
+        """
+        Replace the hash of an app's token.
+        """
+
+    def update_app(self, app: App) -> Deferred[None]:
+        """
+        Replace the stored fields of an existing app.
+        """
+
+    def delete_app(self, app_id: str) -> Deferred[None]:
+        """
+        Remove an app and every document of it in one transaction.
+        """

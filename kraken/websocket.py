@@ -1,0 +1,438 @@
+"""
+The thin Autobahn adapter: frames in, frames out, closes with the right code.
+
+The handshake has already been checked in the resource tree (see
+L{kraken.site}) by the time a L{RoomProtocol} exists; it knows its
+L{Admission} from the start.  Everything the protocol does with a frame is
+decode it (L{kraken.sync}) and hand it to its room (L{kraken.rooms}); every
+error a client can cause ends in one warning log line and a close of that one
+connection.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kraken.apps import Admission
+from kraken.awareness import AwarenessTooLarge
+from kraken.config import Limits
+from kraken.errors import CloseCode
+from kraken.rooms import DocumentTooLarge, Room, RoomRegistry
+from kraken.sync import (
+    ProtocolError,
+    UnsupportedMessage,
+    decode_message,
+    encode_permission_denied,
+)
+
+#: Bad messages (oversized awareness states and the like) a connection may
+#: send before it is closed with 1008.
+GARBAGE_BUDGET = 20
+
+#: Codes after which the stock client stops reconnecting; it is also sent
+#: the y-protocols "permission denied" message with the reason.
+_DENIALS = {CloseCode.TOKEN_REPLACED, CloseCode.FORBIDDEN}
+
+
+class Connections:
+    """
+    Every open room connection, by app and by room, for the caps and for
+    closing the ones an admin change affects.
+    """
+
+    def __init__(self) -> None:
+        self._by_app: dict[str, set[RoomProtocol]] = defaultdict(set)
+        self._per_room: dict[str, int] = defaultdict(int)
+
+    def add(self, connection: RoomProtocol) -> None:
+        admission = connection.admission
+        self._by_app[admission.app_id].add(connection)
+        self._per_room[admission.key] += 1
+
+    def discard(self, connection: RoomProtocol) -> None:
+        admission = connection.admission
+        app_connections = self._by_app.get(admission.app_id)
+        if app_connections is None or connection not in app_connections:
+            return
+        app_connections.remove(connection)
+        if not app_connections:
+            del self._by_app[admission.app_id]
+        self._per_room[admission.key] -= 1
+        if not self._per_room[admission.key]:
+            del self._per_room[admission.key]
+
+    def count_app(self, app_id: str) -> int:
+        """
+        Connections of an app, handshakes in progress included.
+        """
+        return len(self._by_app.get(app_id, ()))
+
+    def count_room(self, key: str) -> int:
+        """
+        Connections of one internal room, handshakes in progress included.
+        """
+        return self._per_room.get(key, 0)
+
+    def all(self) -> list[RoomProtocol]:
+        """
+        Every connection.
+        """
+        return [c for connections in self._by_app.values() for c in connections]
+
+    def close_app_token_users(self, app_id: str) -> None:
+        """
+        Close, with 4401, the connections an app's replaced token admitted.
+        """
+        for connection in list(self._by_app.get(app_id, ())):
+            if connection.admission.by_app_token:
+                connection.close(CloseCode.TOKEN_REPLACED, "the app token was replaced")
+
+    def close_origins(self, app_id: str, origins: set[str]) -> None:
+        """
+        Close, with 4403, the connections admitted from origins an app no
+        longer allows.
+        """
+        for connection in list(self._by_app.get(app_id, ())):
+            if connection.admission.origin in origins:
+                connection.close(CloseCode.FORBIDDEN, "the origin is no longer allowed")
+
+    def close_app(self, app_id: str) -> None:
+        """
+        Close, with 4403, every connection of a deleted app.
+        """
+        for connection in list(self._by_app.get(app_id, ())):
+            connection.close(CloseCode.FORBIDDEN, "the app was deleted")
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        """
+        Close every connection (at shutdown).
+        """
+        for connection in self.all():
+            connection.close(code, reason)
+
+
+def buffered_bytes(transport: object) -> int:
+    """
+    How many bytes a TCP transport holds that the peer has not read yet.
+
+    Twisted keeps no public count, so this reads the attributes of
+    L{twisted.internet.abstract.FileDescriptor}; another transport (TLS)
+    reports 0, which disables the slow-reader limit for it.
+    """
+    try:
+        pending = len(transport.dataBuffer) - transport.offset  # type: ignore[attr-defined]
+        return int(pending + transport._tempDataLen)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return 0
+
+
+class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+    """
+    One client connection to one room.
+
+    @ivar admission: who the connection is, set before the handshake.
+    """
+
+    # Autobahn's own logger is self.log; Kraken's events go through _log.
+    _log = Logger()
+    factory: RoomFactory
+    admission: Admission
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._room: Room | None = None
+        self._backlog: list[tuple[bytes, bool]] = []
+        self._opened_at = 0.0
+        self._closing = False
+        self._garbage = 0
+        self._allowance = 0.0
+        self._allowance_at = 0.0
+        self._reads_paused = False
+
+    @property
+    def _limits(self) -> Limits:
+        return self.factory.limits
+
+    def _now(self) -> float:
+        return self.factory.clock.seconds()
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        """
+        Accept the handshake (Kraken checked it already) and the first
+        subprotocol the client offers, as the stock server does.
+        """
+        return request.protocols[0] if request.protocols else None
+
+    def onOpen(self) -> None:
+        self._opened_at = self._now()
+        self._allowance = float(self._limits.max_messages_per_second)
+        self._allowance_at = self._opened_at
+        self._log.info(
+            "Connection opened: app {app}, room {room}, peer {peer}",
+            app=self.admission.app_id,
+            room=self.admission.room,
+            peer=self.peer,
+        )
+
+        self._pause_reads()
+        joined = self.factory.rooms.join(
+            self.admission.app_id, self.admission.room, self
+        )
+        joined.addCallbacks(self._joined, self._join_failed)
+
+    def _joined(self, room: Room) -> None:
+        if self._closing:
+            room.leave(self, self._now())
+            return
+        self._room = room
+        self._resume_reads()
+        backlog, self._backlog = self._backlog, []
+        for payload, is_binary in backlog:
+            self._receive(payload, is_binary)
+
+    def _join_failed(self, failure: Failure) -> None:
+        self.close(CloseCode.SERVER_ERROR, "the room could not be loaded")
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        """
+        Refuse an oversized message as soon as its size is known, before its
+        bytes are buffered.
+        """
+        super().onMessageFrameBegin(length)
+        limit = self._limits.max_message_bytes
+        if self.message_data_total_length > limit and not self.failedByMe:
+            self._warn_limit("max-message-bytes", self.message_data_total_length)
+            self._max_message_size_exceeded(
+                self.message_data_total_length,
+                limit,
+                f"message larger than {limit} bytes",
+            )
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._room is None:
+            self._backlog.append((payload, isBinary))
+            return
+        self._receive(payload, isBinary)
+
+    def _receive(self, payload: bytes, is_binary: bool) -> None:
+        if self._closing:
+            return
+        self._throttle()
+        try:
+            if is_binary:
+                self._receive_sync(payload)
+            else:
+                self._receive_text(payload)
+        except Exception:
+            self._log.failure(
+                "Unexpected error handling a message: app {app}, room {room}",
+                app=self.admission.app_id,
+                room=self.admission.room,
+            )
+            self.close(CloseCode.SERVER_ERROR, "internal error")
+
+    def _receive_sync(self, payload: bytes) -> None:
+        assert self._room is not None
+        try:
+            message = decode_message(payload)
+            self._room.receive(self, message, self._now())
+        except UnsupportedMessage as error:
+            self._refuse(CloseCode.PROTOCOL_ERROR, "unsupported-message", str(error))
+        except AwarenessTooLarge:
+            self._warn_limit("max-awareness-bytes", len(payload))
+            self._count_garbage()
+        except ProtocolError as error:
+            self._refuse(CloseCode.PROTOCOL_ERROR, "malformed-message", str(error))
+        except DocumentTooLarge as error:
+            self._warn_limit("max-document-bytes", len(payload))
+            self._refuse(CloseCode.DOCUMENT_TOO_LARGE, "document-too-large", str(error))
+
+    def _receive_text(self, payload: bytes) -> None:
+        """
+        Text frames carry signaling, which this version does not support yet.
+        """
+        self._refuse(
+            CloseCode.PROTOCOL_ERROR,
+            "unsupported-text",
+            "text frames (signaling) are not supported",
+        )
+
+    def _count_garbage(self) -> None:
+        self._garbage += 1
+        if self._garbage > GARBAGE_BUDGET:
+            self._refuse(
+                CloseCode.POLICY_VIOLATION,
+                "garbage-budget",
+                f"more than {GARBAGE_BUDGET} invalid messages",
+            )
+
+    def _refuse(self, code: CloseCode, kind: str, detail: str) -> None:
+        self._log.warn(
+            "Closing connection ({kind}): app {app}, room {room}, peer {peer}, "
+            "code {code}: {detail}",
+            kind=kind,
+            app=self.admission.app_id,
+            room=self.admission.room,
+            peer=self.peer,
+            code=int(code),
+            detail=detail,
+        )
+        self.close(code, kind)
+
+    def _warn_limit(self, limit: str, size: int) -> None:
+        self._log.warn(
+            "Limit {limit} hit: app {app}, room {room}, peer {peer}, size {size}",
+            limit=limit,
+            app=self.admission.app_id,
+            room=self.admission.room,
+            peer=self.peer,
+            size=size,
+        )
+
+    def _throttle(self) -> None:
+        """
+        Pause reading from a client that sends faster than
+        C{max_messages_per_second}, until its allowance has refilled.
+        """
+        rate = self._limits.max_messages_per_second
+        now = self._now()
+        elapsed = now - self._allowance_at
+        self._allowance = min(float(rate), self._allowance + elapsed * rate)
+        self._allowance_at = now
+        self._allowance -= 1.0
+        if self._allowance >= 0 or self._reads_paused:
+            return
+        self._warn_limit("max-messages-per-second", rate)
+        self._pause_reads()
+        self.factory.clock.callLater(-self._allowance / rate, self._resume_reads)
+
+    def _pause_reads(self) -> None:
+        if not self._reads_paused and self.transport is not None:
+            self._reads_paused = True
+            self.transport.pauseProducing()
+
+    def _resume_reads(self) -> None:
+        if self._reads_paused and self.transport is not None and self._room:
+            self._reads_paused = False
+            self.transport.resumeProducing()
+
+    # Member, as rooms see it
+
+    def send(self, frame: bytes) -> None:
+        """
+        Send one binary frame; close the connection if the client has fallen
+        more than C{max_queued_bytes} behind.
+        """
+        if self.state != WebSocketProtocol.STATE_OPEN or self._closing:
+            return
+        self.sendMessage(frame, isBinary=True)
+
+        if buffered_bytes(self.transport) > self._limits.max_queued_bytes:
+            self._warn_limit("max-queued-bytes", buffered_bytes(self.transport))
+            self.close(CloseCode.TRY_AGAIN_LATER, "too far behind; resync")
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """
+        Close with any code of SPEC.md's list (Autobahn's C{sendClose} refuses
+        the 10xx ones, so the close frame is sent directly).
+        """
+        if self._closing or self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        self._closing = True
+        self._leave_room()
+        if code in _DENIALS:
+            self.sendMessage(encode_permission_denied(reason), isBinary=True)
+        reason_bytes = reason.encode("utf-8")[:123]
+        self.sendCloseFrame(code=int(code), reasonUtf8=reason_bytes, isReply=False)
+
+    def _leave_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.leave(self, self._now())
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self._opened_at:
+            return
+        self._closing = True
+        self._leave_room()
+        self._log.info(
+            "Connection closed: app {app}, room {room}, peer {peer}, code {code}, "
+            "{duration:.1f} s",
+            app=self.admission.app_id,
+            room=self.admission.room,
+            peer=self.peer,
+            code=code,
+            duration=self._now() - self._opened_at,
+        )
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self.factory.connections.discard(self)
+
+
+class RoomFactory(WebSocketServerFactory):  # type: ignore[misc]
+    """
+    Builds L{RoomProtocol}s and holds what they share.
+    """
+
+    protocol = RoomProtocol
+
+    def __init__(
+        self,
+        rooms: RoomRegistry,
+        connections: Connections,
+        limits: Limits,
+        clock: IReactorTime,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__(reactor=reactor)
+        self.rooms = rooms
+        self.connections = connections
+        self.limits = limits
+        self.clock = clock
+        self.setProtocolOptions(
+            webStatus=False,
+            allowedOrigins=["*"],
+            allowNullOrigin=True,
+            failByDrop=False,
+            maxMessagePayloadSize=0,
+            maxFramePayloadSize=0,
+            autoPingInterval=limits.ping_interval,
+            autoPingTimeout=limits.ping_timeout,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=2,
+        )
+
+    def admit(self, admission: Admission, address: IAddress) -> RoomProtocol:
+        """
+        Build the protocol for an admitted handshake and count it.
+        """
+        protocol: RoomProtocol = self.buildProtocol(address)
+        protocol.admission = admission
+        self.connections.add(protocol)
+        return protocol
+
+
+class AdmittedFactory:
+    """
+    What L{autobahn.twisted.resource.WebSocketResource} needs of a factory
+    for one request: a C{buildProtocol} that yields the admitted protocol.
+    """
+
+    def __init__(self, factory: RoomFactory, admission: Admission) -> None:
+        self._factory = factory
+        self._admission = admission
+
+    def buildProtocol(self, address: IAddress) -> RoomProtocol:
+        return self._factory.admit(self._admission, address)
