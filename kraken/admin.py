@@ -8,7 +8,6 @@ need C{Authorization: Bearer <admin token>}.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -201,9 +200,12 @@ class AdminAPI:
     @app.route("/api/apps/<app_id>", methods=["DELETE"])
     async def delete_app(self, request: IRequest, app_id: str) -> bytes:
         self._authorize(request)
-        await self._apps.delete(app_id)
-        self._connections.close_app(app_id)
-        self._rooms.close_app(app_id, CloseCode.FORBIDDEN, "the app was deleted")
+
+        def close_connections() -> None:
+            self._connections.close_app(app_id)
+            self._rooms.close_app(app_id, CloseCode.FORBIDDEN, "the app was deleted")
+
+        await self._apps.delete(app_id, close_connections)
         request.setResponseCode(204)
         return b""
 

@@ -404,15 +404,27 @@ class AppRegistry:
 
         return self._locked(lambda: Deferred.fromCoroutine(replace_token()))
 
-    def delete(self, app_id: str) -> Deferred[None]:
+    def delete(
+        self, app_id: str, close_connections: Callable[[], None]
+    ) -> Deferred[None]:
         """
         Remove an app and all of its documents.
+
+        The app stops admitting and C{close_connections} runs before the store
+        deletes anything, so that no write of the app can land after the
+        deletion; if the store fails, the app is restored.
         """
 
         async def delete() -> None:
-            self.get(app_id)
-            await self._store.delete_app(app_id)
+            app = self.get(app_id)
+            token_hash = self._token_hashes[app_id]
             self._forget(app_id)
+            close_connections()
+            try:
+                await self._store.delete_app(app_id)
+            except Exception:
+                self._remember(app, token_hash)
+                raise
             self.log.info("App {app} deleted with its documents", app=app_id)
 
         return self._locked(lambda: Deferred.fromCoroutine(delete()))

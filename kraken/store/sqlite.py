@@ -341,4 +341,10 @@ class SQLiteStore:
         return self._run(self._database.set_token_hash, app_id, token_hash)
 
     def delete_app(self, app_id: str) -> Deferred[None]:
-        return self._run(self._database.delete_app, app_id)
+        """
+        Delete an app and its documents once the appends asked for before
+        are written, so that none of them lands after the deletion.
+        """
+        written = self.wait_for_writes()
+        written.addCallback(lambda _: self._run(self._database.delete_app, app_id))
+        return written
