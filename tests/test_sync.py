@@ -339,3 +339,43 @@ def test_any_bytes_decode_to_awareness_entries_or_a_protocol_error(
         return
 
     assert all(isinstance(entry, AwarenessEntry) for entry in entries)
+
+
+_STATES = st.one_of(
+    st.text(max_size=32),
+    st.integers(min_value=0, max_value=5000).map(lambda depth: "[" * depth),
+    st.integers(min_value=0, max_value=5000).map(lambda depth: '{"a":' * depth),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=MAX_VAR_UINT),
+            st.integers(min_value=0, max_value=MAX_VAR_UINT),
+            _STATES,
+        ),
+        max_size=4,
+    )
+)
+@FUZZ
+def test_any_awareness_state_decodes_or_raises_protocol_error(
+    raw: list[tuple[int, int, str]],
+) -> None:
+    """
+    Whatever state text an awareness entry carries, decoding returns entries
+    or raises ProtocolError, never another exception.
+    """
+    payload = write_var_uint(len(raw)) + b"".join(
+        write_var_uint(client_id)
+        + write_var_uint(clock)
+        + write_var_string(state.encode("utf-8", "replace").decode("utf-8"))
+        for client_id, clock, state in raw
+    )
+
+    try:
+        entries = decode_awareness_update(payload)
+    except ProtocolError:
+        return
+
+    assert [(e.client_id, e.clock) for e in entries] == [(c, k) for c, k, _ in raw]
