@@ -90,10 +90,18 @@ def decode_awareness_update(payload: bytes) -> list[AwarenessEntry]:
 
 
 def _check_json(state: str) -> None:
+    """
+    Accept only JSON that JavaScript's C{JSON.parse} accepts too: no
+    C{NaN} or C{Infinity}, and no nesting deep enough to exhaust the stack.
+    """
     try:
-        json.loads(state)
-    except ValueError:
+        json.loads(state, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         raise ProtocolError("awareness state is not JSON") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def encode_awareness_update(entries: list[AwarenessEntry]) -> bytes:
@@ -136,12 +144,9 @@ class AwarenessStates:
             of the update is applied.
         """
         for entry in entries:
-            if len(entry.state) > self.max_state_bytes and (
-                len(entry.state.encode("utf-8")) > self.max_state_bytes
-            ):
-                raise AwarenessTooLarge(
-                    f"awareness state of {len(entry.state)} characters"
-                )
+            size = len(entry.state.encode("utf-8"))
+            if size > self.max_state_bytes:
+                raise AwarenessTooLarge(f"awareness state of {size} bytes")
 
         accepted = []
         for entry in entries:

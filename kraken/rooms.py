@@ -144,6 +144,7 @@ class Room:
         self._owners: dict[int, Member] = {}
         self._applied = 0
         self._committed = 0
+        self._finished: set[int] = set()
         self._outbox: deque[_Outgoing] = deque()
         self._size = 0
         self._stored_rows = 0
@@ -361,8 +362,11 @@ class Room:
     def _committed_to(self, _: None, seq: int) -> None:
         if self._state is _State.CLOSED:
             return
-        self._committed = seq
         self._stored_rows += 1
+        self._finished.add(seq)
+        while self._committed + 1 in self._finished:
+            self._committed += 1
+            self._finished.remove(self._committed)
         self._send_committed()
         self._maybe_compact()
         if self.is_idle():

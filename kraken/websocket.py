@@ -213,11 +213,11 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         limit = self._limits.max_message_bytes
         if self.message_data_total_length > limit and not self.failedByMe:
             self._warn_limit("max-message-bytes", self.message_data_total_length)
-            self._max_message_size_exceeded(
-                self.message_data_total_length,
-                limit,
-                f"message larger than {limit} bytes",
-            )
+            # Marking the connection as failed makes Autobahn discard the rest
+            # of the message instead of buffering it.
+            self.wasMaxMessagePayloadSizeExceeded = True
+            self.failedByMe = True
+            self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._room is None:
@@ -254,9 +254,9 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             self._count_garbage()
         except ProtocolError as error:
             self._refuse(CloseCode.PROTOCOL_ERROR, "malformed-message", str(error))
-        except DocumentTooLarge as error:
+        except DocumentTooLarge:
             self._warn_limit("max-document-bytes", len(payload))
-            self._refuse(CloseCode.DOCUMENT_TOO_LARGE, "document-too-large", str(error))
+            self.close(CloseCode.DOCUMENT_TOO_LARGE, "document too large")
 
     def _receive_text(self, payload: bytes) -> None:
         """

@@ -185,9 +185,7 @@ class KrakenProcess:
         except urllib.error.HTTPError as error:
             return HTTPAnswer(error.code, dict(error.headers), error.read())
 
-    def register_app(
-        self, app_id: str, origins: list[str] | None = None
-    ) -> str:
+    def register_app(self, app_id: str, origins: list[str] | None = None) -> str:
         """
         Register an app and return its token.
         """

@@ -186,7 +186,10 @@ async def test_register_answers_app_with_token_once(server: Server) -> None:
         {
             "app_id": "my-app",
             "name": "My Application",
-            "allowed_origins": ["HTTPS://My-App.example.com:443", "http://localhost:3000"],
+            "allowed_origins": [
+                "HTTPS://My-App.example.com:443",
+                "http://localhost:3000",
+            ],
             "description": "notes",
             "owner_email": "dev@example.com",
         },
@@ -352,7 +355,11 @@ async def test_patch_changes_fields(server: Server) -> None:
     status, body, _ = await server.call(
         "PATCH",
         "/api/apps/edit-me",
-        {"name": "Renamed", "allowed_origins": ["https://b.example"], "description": "d"},
+        {
+            "name": "Renamed",
+            "allowed_origins": ["https://b.example"],
+            "description": "d",
+        },
     )
 
     assert status == 200

@@ -236,9 +236,7 @@ class RawWebSocket:
                 return seen
         raise AssertionError(f"no {wanted} message among {seen!r}")
 
-    def wait_for_awareness(
-        self, client_id: int, clock: int
-    ) -> tuple[int, object]:
+    def wait_for_awareness(self, client_id: int, clock: int) -> tuple[int, object]:
         """
         Read until an awareness message carries C{client_id} at C{clock}.
         """
