@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pycrdt import Doc, TransactionEvent
 from twisted.internet.defer import Deferred, succeed
@@ -34,6 +34,7 @@ from kraken.awareness import (
 )
 from kraken.config import Limits
 from kraken.errors import CloseCode
+from kraken.signaling import Delivery, PeerDirectory
 from kraken.store import DocumentStore, StoredDocument
 from kraken.sync import (
     AwarenessMessage,
@@ -67,6 +68,11 @@ class Member(Protocol):
     def send(self, frame: bytes) -> None:
         """
         Send one binary frame.
+        """
+
+    def send_signal(self, message: dict[str, Any]) -> None:
+        """
+        Send one signaling message as a JSON text frame.
         """
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -142,6 +148,7 @@ class Room:
         self._members: dict[Member, _Membership] = {}
         self._joining: list[tuple[Member, Deferred[Room]]] = []
         self._owners: dict[int, Member] = {}
+        self.peers: PeerDirectory[Member] = PeerDirectory(limits.max_peers_per_room)
         self._applied = 0
         self._committed = 0
         self._finished: set[int] = set()
@@ -268,6 +275,7 @@ class Room:
                 self._owners.pop(client_id, None)
             removed = self.awareness.remove(membership.client_ids)
             self._broadcast_awareness(removed)
+            _deliver(self.peers.leave(member))
 
         if self.is_idle():
             self._on_idle(self)
@@ -295,6 +303,22 @@ class Room:
         elif isinstance(message, QueryAwareness):
             entries = self.awareness.all_entries()
             member.send(encode_awareness(encode_awareness_update(entries)))
+
+    def receive_signal(self, member: Member, signal: dict[str, Any]) -> None:
+        """
+        Handle one parsed signaling message from a member.
+
+        @raise kraken.signaling.SignalError: the signal is refused; the caller
+            tells the sender.
+        """
+        if member not in self._members or self._state is not _State.READY:
+            return
+        outcome = self.peers.handle(member, signal)
+        _deliver(outcome.deliveries)
+        if outcome.replaced is not None:
+            outcome.replaced.close(
+                CloseCode.PEER_TAKEN_OVER, "the peer reconnected on another socket"
+            )
 
     def _answer_step1(
         self, member: Member, membership: _Membership, state_vector: bytes
@@ -494,6 +518,11 @@ class Room:
             reason=reason,
         )
         self.close(CloseCode.SERVER_ERROR, "try again later")
+
+
+def _deliver(deliveries: list[Delivery[Member]]) -> None:
+    for delivery in deliveries:
+        delivery.member.send_signal(delivery.message)
 
 
 class RoomRegistry:

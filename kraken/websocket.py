@@ -11,6 +11,7 @@ connection.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +30,7 @@ from kraken.awareness import AwarenessTooLarge
 from kraken.config import Limits
 from kraken.errors import CloseCode
 from kraken.rooms import DocumentTooLarge, Room, RoomRegistry
+from kraken.signaling import SignalError, error_message, parse_signal
 from kraken.sync import (
     ProtocolError,
     UnsupportedMessage,
@@ -159,6 +161,9 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._allowance = 0.0
         self._allowance_at = 0.0
         self._reads_paused = False
+        self._signal_allowance = 0.0
+        self._signal_allowance_at = 0.0
+        self._rate_limited_logged = False
 
     @property
     def _limits(self) -> Limits:
@@ -178,6 +183,8 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._opened_at = self._now()
         self._allowance = float(self._limits.max_messages_per_second)
         self._allowance_at = self._opened_at
+        self._signal_allowance = float(self._limits.max_signals_per_second)
+        self._signal_allowance_at = self._opened_at
         self._log.info(
             "Connection opened: app {app}, room {room}, peer {peer}",
             app=self.admission.app_id,
@@ -260,13 +267,50 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def _receive_text(self, payload: bytes) -> None:
         """
-        Text frames carry signaling, which this version does not support yet.
+        Text frames carry signaling; a refused signal is answered with an
+        error message and the connection stays open.
         """
-        self._refuse(
-            CloseCode.PROTOCOL_ERROR,
-            "unsupported-text",
-            "text frames (signaling) are not supported",
+        assert self._room is not None
+        try:
+            if len(payload) > self._limits.max_signal_bytes:
+                raise SignalError(
+                    "too-large",
+                    f"Signals are at most {self._limits.max_signal_bytes} bytes.",
+                    garbage=True,
+                )
+            self._spend_signal_allowance()
+            self._room.receive_signal(self, parse_signal(payload))
+        except SignalError as error:
+            self._signal_refused(error)
+
+    def _spend_signal_allowance(self) -> None:
+        rate = self._limits.max_signals_per_second
+        now = self._now()
+        elapsed = now - self._signal_allowance_at
+        self._signal_allowance = min(
+            float(rate), self._signal_allowance + elapsed * rate
         )
+        self._signal_allowance_at = now
+        if self._signal_allowance < 1.0:
+            raise SignalError(
+                "rate-limited", f"At most {rate} signals per second; slow down."
+            )
+        self._signal_allowance -= 1.0
+        self._rate_limited_logged = False
+
+    def _signal_refused(self, error: SignalError) -> None:
+        if error.code != "rate-limited" or not self._rate_limited_logged:
+            self._log.warn(
+                "Signal refused ({code}): app {app}, room {room}, peer {peer}",
+                code=error.code,
+                app=self.admission.app_id,
+                room=self.admission.room,
+                peer=self.peer,
+            )
+        self._rate_limited_logged = error.code == "rate-limited"
+        self.send_signal(error_message(error.code, error.message))
+        if error.garbage:
+            self._count_garbage()
 
     def _count_garbage(self) -> None:
         self._garbage += 1
@@ -337,10 +381,22 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         if self.state != WebSocketProtocol.STATE_OPEN or self._closing:
             return
         self.sendMessage(frame, isBinary=True)
+        self._check_queue()
 
-        if buffered_bytes(self.transport) > self._limits.max_queued_bytes:
-            self._warn_limit("max-queued-bytes", buffered_bytes(self.transport))
+    def _check_queue(self) -> None:
+        queued = buffered_bytes(self.transport)
+        if queued > self._limits.max_queued_bytes:
+            self._warn_limit("max-queued-bytes", queued)
             self.close(CloseCode.TRY_AGAIN_LATER, "too far behind; resync")
+
+    def send_signal(self, message: dict[str, Any]) -> None:
+        """
+        Send one signaling message as a JSON text frame.
+        """
+        if self.state != WebSocketProtocol.STATE_OPEN or self._closing:
+            return
+        self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+        self._check_queue()
 
     def close(self, code: CloseCode, reason: str) -> None:
         """

@@ -280,7 +280,6 @@ BAD_INPUTS = {
         True,
         1002,
     ),
-    "text-frame": BadInput(b'{"kraken": "signal"}', False, 1002),
     "message-over-max-message-bytes": BadInput(
         encode_sync_update(big_update(2000)),
         True,
