@@ -59,10 +59,9 @@ class Member(Protocol):
     A connection in a room, as the room sees it.
     """
 
-    @property
-    def peer(self) -> str:
+    def __hash__(self) -> int:
         """
-        The remote address, for logs.
+        Members are kept in sets and as dictionary keys.
         """
 
     def send(self, frame: bytes) -> None:
@@ -138,7 +137,7 @@ class Room:
     ) -> None:
         self.app_id = app_id
         self.name = name
-        self.doc = Doc()
+        self.doc: Doc[Any] = Doc()
         self.awareness = AwarenessStates(limits.max_awareness_bytes)
         self._store = store
         self._limits = limits

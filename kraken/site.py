@@ -70,7 +70,7 @@ def request_token(request: IRequest) -> str | None:
     """
     The token of a request: C{Authorization: Bearer}, else C{?token=}.
     """
-    header = request.getHeader(b"authorization")
+    header: bytes | None = request.getHeader(b"authorization")
     if header:
         scheme, _, token = header.partition(b" ")
         if scheme.lower() == b"bearer" and token.strip():
@@ -220,7 +220,8 @@ def redacted_log_formatter(timestamp: str, request: IRequest) -> str:
     """
     The combined log format, without the secrets a query string may carry.
     """
-    return combinedLogFormatter(timestamp, _RedactedRequest(request))  # type: ignore[arg-type]
+    line: str = combinedLogFormatter(timestamp, _RedactedRequest(request))
+    return line
 
 
 def make_site(root: KrakenRoot) -> Site:

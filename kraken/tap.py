@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -133,7 +133,8 @@ class ListeningService(Service):
         super().stopService()
         if self.port is None:
             return None
-        return maybeDeferred(self.port.stopListening)
+        stopping = self.port.stopListening()
+        return stopping if stopping is not None else succeed(None)
 
 
 class KrakenService(MultiService):

@@ -22,6 +22,7 @@ from autobahn.twisted.websocket import (
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -139,7 +140,7 @@ def buffered_bytes(transport: object) -> int:
         return 0
 
 
-class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class RoomProtocol(WebSocketServerProtocol):
     """
     One client connection to one room.
 
@@ -364,12 +365,12 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def _pause_reads(self) -> None:
         if not self._reads_paused and self.transport is not None:
             self._reads_paused = True
-            self.transport.pauseProducing()
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def _resume_reads(self) -> None:
         if self._reads_paused and self.transport is not None and self._room:
             self._reads_paused = False
-            self.transport.resumeProducing()
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     # Member, as rooms see it
 
@@ -432,17 +433,17 @@ class RoomProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             duration=self._now() - self._opened_at,
         )
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.factory.connections.discard(self)
 
 
-class RoomFactory(WebSocketServerFactory):  # type: ignore[misc]
+class RoomFactory(WebSocketServerFactory):
     """
     Builds L{RoomProtocol}s and holds what they share.
     """
 
-    protocol = RoomProtocol
+    protocol = RoomProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -474,7 +475,8 @@ class RoomFactory(WebSocketServerFactory):  # type: ignore[misc]
         """
         Build the protocol for an admitted handshake and count it.
         """
-        protocol: RoomProtocol = self.buildProtocol(address)
+        protocol = self.buildProtocol(address)
+        assert isinstance(protocol, RoomProtocol)
         protocol.admission = admission
         self.connections.add(protocol)
         return protocol

@@ -260,9 +260,13 @@ class SQLiteStore:
         """
         finished = self.wait_for_writes()
 
+        def stop_pool(result: object) -> object:
+            self._pool.stop()
+            return result
+
         def close(_: object) -> Deferred[None]:
             closed = self._run(self._database.close)
-            closed.addBoth(lambda result: (self._pool.stop(), result)[1])
+            closed.addBoth(stop_pool)
             return closed
 
         finished.addCallback(close)
