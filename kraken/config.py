@@ -71,6 +71,8 @@ class Settings:
     deployment_token: str
     limits: Limits = field(default_factory=Limits)
     compact_after_rows: int = 500
+    demo: bool = False
+    demo_origins: list[str] = field(default_factory=list)
 
 
 def read_secret(

@@ -25,6 +25,7 @@ from twisted.web.server import Site
 from kraken.admin import AdminAPI, render_error
 from kraken.apps import Admission, AppRegistry
 from kraken.config import Limits
+from kraken.demo import Demo
 from kraken.errors import ApiError
 from kraken.rooms import RoomRegistry
 from kraken.websocket import AdmittedFactory, Connections, RoomFactory
@@ -106,6 +107,7 @@ class KrakenRoot(Resource):
         connections: Connections,
         factory: RoomFactory,
         limits: Limits,
+        demo: Demo | None = None,
     ) -> None:
         super().__init__()
         self._http = api.app.resource()
@@ -114,6 +116,7 @@ class KrakenRoot(Resource):
         self._connections = connections
         self._factory = factory
         self._limits = limits
+        self._demo = demo
         self.accepting = True
 
     def render(self, request: IRequest) -> Any:
@@ -128,6 +131,10 @@ class KrakenRoot(Resource):
             body = render_error(request, error)
             request.setResponseCode(426, b"Upgrade Required")
             return body
+        if self._demo is not None and (
+            request.path == b"/demo" or request.path.startswith(b"/demo/")
+        ):
+            return self._demo.render(request)
         return self._http.render(request)
 
     def _render_upgrade(self, request: IRequest) -> Any:

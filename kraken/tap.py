@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from kraken.admin import AdminAPI
-from kraken.apps import AppRegistry
+from kraken.apps import AppRegistry, normalise_origin
 from kraken.config import LIMIT_HELP, Limits, Settings, limit_names, read_secret
+from kraken.demo import Demo
 from kraken.errors import CloseCode
 from kraken.rooms import RoomRegistry
 from kraken.site import KrakenRoot, make_site
@@ -57,6 +58,9 @@ class Options(usage.Options):
         "KRAKEN_TOKEN or --token-file; where neither is set, a random one is "
         "created in the data directory."
     )
+    optFlags = [
+        ["demo", None, "serve the demo page at /demo/ (app kraken-demo)"],
+    ]
     optParameters = [
         [
             "data-dir",
@@ -79,6 +83,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["demo-origin"] = []
+
+    def opt_demo_origin(self, origin: str) -> None:
+        """
+        An origin the demo app admits (repeatable; by default
+        http://localhost:PORT and http://127.0.0.1:PORT of each TCP listen
+        port).
+        """
+        try:
+            self["demo-origin"].append(normalise_origin(origin))
+        except ValueError as error:
+            raise usage.UsageError(f"--demo-origin {origin}: {error}") from None
 
     def opt_listen(self, description: str) -> None:
         """
@@ -107,9 +123,12 @@ class ListeningService(Service):
 
     log = Logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint, site: Site) -> None:
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, site: Site, secure: bool
+    ) -> None:
         self._endpoint = endpoint
         self._site = site
+        self.secure = secure
         self.port: IListeningPort | None = None
 
     def startService(self) -> None:
@@ -167,13 +186,25 @@ class KrakenService(MultiService):
             self.store,
             reactor,
         )
+        self.demo: Demo | None = None
+        if settings.demo:
+            origins = settings.demo_origins or _listen_origins(settings.listen)
+            self.demo = Demo(self.apps, origins)
+            self.demo.check_origins()
         self.root = KrakenRoot(
-            self.api, self.apps, self.rooms, self.connections, factory, settings.limits
+            self.api,
+            self.apps,
+            self.rooms,
+            self.connections,
+            factory,
+            settings.limits,
+            self.demo,
         )
         site = make_site(self.root)
         for description in settings.listen:
             endpoint = endpoints.serverFromString(reactor, description)
-            ListeningService(endpoint, site).setServiceParent(self)
+            secure = description.startswith("ssl:")
+            ListeningService(endpoint, site, secure).setServiceParent(self)
         self._sweep = LoopingCall(self._expire_awareness)
         self._sweep.clock = reactor
 
@@ -184,10 +215,26 @@ class KrakenService(MultiService):
         self.store.start()
         super().startService()
         self._sweep.start(AWARENESS_SWEEP_INTERVAL, now=False)
+        if self.demo is not None:
+            self._start_demo(self.demo)
         self.log.info(
             "Kraken serving {apps} apps from {path}",
             apps=len(self.apps.apps()),
             path=str(self.store.path),
+        )
+
+    def _start_demo(self, demo: Demo) -> None:
+        if not demo.origins:
+            demo.origins = _local_origins(self)
+        try:
+            demo.check_origins()
+        except ValueError as error:
+            self.log.critical("{reason}", reason=str(error))
+            self._reactor.callWhenRunning(self._reactor.stop)
+            return
+        started = demo.start()
+        started.addErrback(
+            lambda failure: self.log.failure("The demo could not start", failure)
         )
 
     def stopService(self) -> Deferred[None]:
@@ -211,6 +258,44 @@ class KrakenService(MultiService):
 
         stopped.addCallback(close_store)
         return stopped  # type: ignore[return-value]
+
+
+def _listen_origins(descriptions: list[str]) -> list[str]:
+    """
+    The demo's default origins for the fixed ports of C{tcp:} and C{ssl:}
+    listen descriptions; ports chosen by the kernel (C{tcp:0}) are known
+    only once listening (see L{_local_origins}).
+    """
+    origins = []
+    for description in descriptions:
+        kind, _, rest = description.partition(":")
+        port = rest.split(":")[0]
+        if kind not in ("tcp", "ssl") or not port.isdigit() or int(port) == 0:
+            continue
+        scheme = "https" if kind == "ssl" else "http"
+        for host in ("localhost", "127.0.0.1"):
+            origins.append(normalise_origin(f"{scheme}://{host}:{port}"))
+    return origins
+
+
+def _local_origins(service: MultiService) -> list[str]:
+    """
+    The demo's default origins: localhost and 127.0.0.1 on each port Kraken
+    listens on.
+    """
+    origins = []
+    for child in service:
+        if isinstance(child, ListeningService) and child.port is not None:
+            address = child.port.getHost()
+            port = getattr(address, "port", None)
+            if port is None:
+                continue
+            scheme = "https" if child.secure else "http"
+            for host in ("localhost", "127.0.0.1"):
+                origin = normalise_origin(f"{scheme}://{host}:{port}")
+                if origin not in origins:
+                    origins.append(origin)
+    return origins
 
 
 def settings_from_options(options: Options) -> Settings:
@@ -243,6 +328,8 @@ def settings_from_options(options: Options) -> Settings:
         deployment_token=token,
         limits=limits,
         compact_after_rows=options["compact-after-rows"],
+        demo=bool(options["demo"]),
+        demo_origins=list(options["demo-origin"]),
     )
 
 
@@ -256,4 +343,7 @@ def makeService(options: Options) -> IService:
     Logger(namespace="kraken.tap").info(
         "Kraken data directory: {path}", path=str(settings.data_dir.resolve())
     )
-    return KrakenService(settings, reactor)
+    try:
+        return KrakenService(settings, reactor)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None

@@ -30,14 +30,15 @@ DEPLOYMENT_TOKEN = "test-deployment-token-0123456789"
 
 class HTTPAnswer:
     """
-    A status, headers and parsed JSON body (C{None} when empty).
+    A status, headers and parsed JSON body (C{None} when empty or not JSON).
     """
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.raw = body
-        self.json: Any = json.loads(body) if body else None
+        is_json = "json" in headers.get("Content-Type", "")
+        self.json: Any = json.loads(body) if body and is_json else None
 
 
 class KrakenProcess:
