@@ -131,6 +131,11 @@ class KrakenRoot(Resource):
             body = render_error(request, error)
             request.setResponseCode(426, b"Upgrade Required")
             return body
+        if not _decodes(request.uri):
+            return render_error(
+                request,
+                ApiError(400, "invalid-url", "The URL is not UTF-8 once decoded."),
+            )
         if self._demo is not None and (
             request.path == b"/demo" or request.path.startswith(b"/demo/")
         ):
@@ -201,6 +206,17 @@ class KrakenRoot(Resource):
             f"The server is at its {limit} limit; retry later.",
             retry_after=RETRY_AFTER,
         )
+
+
+def _decodes(uri: bytes) -> bool:
+    """
+    Whether a request URI is UTF-8 once percent-decoded, as Klein needs.
+    """
+    try:
+        unquote_to_bytes(uri).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _peer(request: IRequest) -> str:

@@ -486,3 +486,15 @@ async def test_apps_are_read_back_from_the_store(server: Server) -> None:
         assert reopened.apps.app_for_origin("https://durable.example") == "durable"
     finally:
         reopened.store._database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_url_that_is_not_utf8_answers_400_json(server: Server) -> None:
+    """
+    A path or query that does not decode as UTF-8 answers 400 with a JSON
+    error, not Klein's plain-text page.
+    """
+    for path in ["/api/apps/%ff", "/api/apps?x=%fe", "/health/%c3"]:
+        status, body, _ = await server.call("GET", path)
+        assert status == 400, path
+        assert_error(body, "invalid-url")

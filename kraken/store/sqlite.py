@@ -95,11 +95,23 @@ class _Database:
         connection.execute("BEGIN IMMEDIATE")
         try:
             result = work(connection)
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            self._roll_back()
             raise
-        connection.execute("COMMIT")
         return result
+
+    def _roll_back(self) -> None:
+        """
+        End a failed transaction, so that the next one can begin; on a full
+        disk SQLite may have rolled back already, or fail to.
+        """
+        if not self._connection.in_transaction:
+            return
+        try:
+            self._connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def append_rows(self, rows: list[tuple[str, str, bytes]]) -> None:
         def insert(connection: sqlite3.Connection) -> None:
