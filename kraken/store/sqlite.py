@@ -14,6 +14,7 @@ failure or kernel crash may be lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -108,10 +109,8 @@ class _Database:
         """
         if not self._connection.in_transaction:
             return
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._connection.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
     def append_rows(self, rows: list[tuple[str, str, bytes]]) -> None:
         def insert(connection: sqlite3.Connection) -> None:
