@@ -30,6 +30,9 @@ MAX_NAME = 256
 #: The largest C{meta} object, in bytes of compact JSON.
 MAX_META_BYTES = 1024
 
+#: How deep a signal's JSON may nest (SDP and ICE objects are shallow).
+MAX_DEPTH = 32
+
 #: The bounds of a reconnect secret, in characters.
 SECRET_LENGTHS = range(16, 129)
 
@@ -127,6 +130,12 @@ def parse_signal(payload: bytes) -> dict[str, Any]:
             garbage=True,
         )
     signal: dict[str, Any] = envelope["signal"]
+    if _too_deep(signal):
+        raise SignalError(
+            "bad-envelope",
+            f"Signals nest at most {MAX_DEPTH} levels deep.",
+            garbage=True,
+        )
 
     kind = signal.get("type")
     if isinstance(kind, bool) or not isinstance(kind, int):
@@ -138,6 +147,25 @@ def parse_signal(payload: bytes) -> dict[str, Any]:
             "unknown-type", f"Clients cannot send signals of type {kind}.", garbage=True
         )
     return signal
+
+
+def _too_deep(value: object) -> bool:
+    """
+    Whether JSON data nests deeper than L{MAX_DEPTH} (deep enough to exhaust
+    the stack when it is encoded again for the receiver).
+    """
+    level: list[object] = [value]
+    for _ in range(MAX_DEPTH + 1):
+        children: list[object] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        if not children:
+            return False
+        level = children
+    return True
 
 
 @dataclass(slots=True)
@@ -206,7 +234,8 @@ def _announced_fields(
     if meta is not None:
         if not isinstance(meta, dict):
             raise _bad("meta must be a JSON object.")
-        if len(json.dumps(meta, separators=(",", ":")).encode()) > MAX_META_BYTES:
+        compact = json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
+        if len(compact.encode("utf-8", "surrogatepass")) > MAX_META_BYTES:
             raise _bad(f"meta must be at most {MAX_META_BYTES} bytes of JSON.")
 
     secret = signal.get("secret")
@@ -355,4 +384,7 @@ class PeerDirectory(Generic[M]):
 def _same_secret(known: str | None, given: str | None) -> bool:
     if known is None or given is None:
         return False
-    return hmac.compare_digest(known.encode("utf-8"), given.encode("utf-8"))
+    # JSON allows lone surrogates in strings, which strict UTF-8 cannot encode.
+    return hmac.compare_digest(
+        known.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass")
+    )
