@@ -92,6 +92,8 @@ class AdminAPI:
     """
 
     app = Klein()
+    # Werkzeug would answer /api//apps with a redirect; Kraken answers 404.
+    app.url_map.merge_slashes = False
     log = Logger()
 
     def __init__(

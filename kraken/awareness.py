@@ -184,6 +184,18 @@ class AwarenessStates:
             else:
                 del self._clocks[oldest]
 
+    def holds(self, entry: AwarenessEntry) -> bool:
+        """
+        Whether C{entry} repeats the known state at the known clock, as a
+        reconnecting client does when it announces itself again.
+        """
+        known = self._states.get(entry.client_id)
+        return (
+            known is not None
+            and known.clock == entry.clock
+            and known.state == entry.state
+        )
+
     def remove(self, client_ids: set[int]) -> list[AwarenessEntry]:
         """
         Remove the states of C{client_ids} without bumping their clocks.

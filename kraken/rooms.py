@@ -445,8 +445,9 @@ class Room:
     ) -> None:
         entries = decode_awareness_update(payload)
         accepted = self.awareness.apply(entries, now)
-        for entry in accepted:
-            self._claim(member, membership, entry)
+        for entry in entries:
+            if entry in accepted or self.awareness.holds(entry):
+                self._claim(member, membership, entry)
         self._broadcast_awareness(accepted)
 
     def _claim(

@@ -12,7 +12,7 @@ connection.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from autobahn.twisted.websocket import (
@@ -21,7 +21,7 @@ from autobahn.twisted.websocket import (
 )
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,6 +42,13 @@ from kraken.sync import (
 #: Bad messages (oversized awareness states and the like) a connection may
 #: send before it is closed with 1008.
 GARBAGE_BUDGET = 20
+
+#: The signaling errors that are limits, by the option that sets them.
+_SIGNAL_LIMITS = {
+    "too-large": "max-signal-bytes",
+    "rate-limited": "max-signals-per-second",
+    "room-full": "max-peers-per-room",
+}
 
 #: Codes after which the stock client stops reconnecting; it is also sent
 #: the y-protocols "permission denied" message with the reason.
@@ -155,7 +162,9 @@ class RoomProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._room: Room | None = None
-        self._backlog: list[tuple[bytes, bool]] = []
+        self._inbox: deque[tuple[bytes, bool]] = deque()
+        self._drain_call: IDelayedCall | None = None
+        self._flooding = False
         self._opened_at = 0.0
         self._closing = False
         self._garbage = 0
@@ -204,10 +213,7 @@ class RoomProtocol(WebSocketServerProtocol):
             room.leave(self, self._now())
             return
         self._room = room
-        self._resume_reads()
-        backlog, self._backlog = self._backlog, []
-        for payload, is_binary in backlog:
-            self._receive(payload, is_binary)
+        self._drain()
 
     def _join_failed(self, failure: Failure) -> None:
         self.close(CloseCode.SERVER_ERROR, "the room could not be loaded")
@@ -228,15 +234,59 @@ class RoomProtocol(WebSocketServerProtocol):
             self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self._room is None:
-            self._backlog.append((payload, isBinary))
-            return
-        self._receive(payload, isBinary)
+        self._inbox.append((payload, isBinary))
+        if len(self._inbox) == 1:
+            self._drain()
+
+    def _drain(self) -> None:
+        """
+        Handle the queued messages, as far as the room is loaded and the
+        client's message rate allows; the rest wait, with reads paused.
+        """
+        self._drain_call = None
+        while self._inbox and self._room is not None and not self._closing:
+            if not self._take_allowance():
+                self._hold()
+                return
+            payload, is_binary = self._inbox.popleft()
+            self._receive(payload, is_binary)
+
+        if self._closing:
+            self._inbox.clear()
+        elif not self._inbox and self._room is not None:
+            self._flooding = False
+            self._resume_reads()
+
+    def _take_allowance(self) -> bool:
+        """
+        Spend one message of the allowance of C{max_messages_per_second},
+        which refills continuously.
+        """
+        rate = self._limits.max_messages_per_second
+        now = self._now()
+        elapsed = now - self._allowance_at
+        self._allowance = min(float(rate), self._allowance + elapsed * rate)
+        self._allowance_at = now
+        if self._allowance < 1.0:
+            return False
+        self._allowance -= 1.0
+        return True
+
+    def _hold(self) -> None:
+        """
+        Stop reading from a client that sends too fast, and come back to its
+        messages once the allowance has refilled; it is slowed, not closed.
+        """
+        rate = self._limits.max_messages_per_second
+        if not self._flooding:
+            self._flooding = True
+            self._warn_limit("max-messages-per-second", rate)
+        self._pause_reads()
+        if self._drain_call is None:
+            delay = (1.0 - self._allowance) / rate
+            self._drain_call = self.factory.clock.callLater(delay, self._drain)
 
     def _receive(self, payload: bytes, is_binary: bool) -> None:
-        if self._closing:
-            return
-        self._throttle()
         try:
             if is_binary:
                 self._receive_sync(payload)
@@ -300,7 +350,11 @@ class RoomProtocol(WebSocketServerProtocol):
         self._rate_limited_logged = False
 
     def _signal_refused(self, error: SignalError) -> None:
-        if error.code != "rate-limited" or not self._rate_limited_logged:
+        limit = _SIGNAL_LIMITS.get(error.code)
+        if limit is not None:
+            if error.code != "rate-limited" or not self._rate_limited_logged:
+                self._warn_limit(limit, getattr(self._limits, limit.replace("-", "_")))
+        else:
             self._log.warn(
                 "Signal refused ({code}): app {app}, room {room}, peer {peer}",
                 code=error.code,
@@ -345,32 +399,23 @@ class RoomProtocol(WebSocketServerProtocol):
             size=size,
         )
 
-    def _throttle(self) -> None:
-        """
-        Pause reading from a client that sends faster than
-        C{max_messages_per_second}, until its allowance has refilled.
-        """
-        rate = self._limits.max_messages_per_second
-        now = self._now()
-        elapsed = now - self._allowance_at
-        self._allowance = min(float(rate), self._allowance + elapsed * rate)
-        self._allowance_at = now
-        self._allowance -= 1.0
-        if self._allowance >= 0 or self._reads_paused:
-            return
-        self._warn_limit("max-messages-per-second", rate)
-        self._pause_reads()
-        self.factory.clock.callLater(-self._allowance / rate, self._resume_reads)
-
     def _pause_reads(self) -> None:
         if not self._reads_paused and self.transport is not None:
             self._reads_paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def _resume_reads(self) -> None:
-        if self._reads_paused and self.transport is not None and self._room:
+        if self._reads_paused and self.transport is not None:
             self._reads_paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def onAutoPingTimeout(self) -> None:
+        """
+        The client did not answer a ping in time: its connection is dropped
+        (and so its awareness removed and its peer reported left).
+        """
+        self._warn_limit("ping-timeout", int(self._limits.ping_timeout))
+        super().onAutoPingTimeout()
 
     # Member, as rooms see it
 
@@ -466,7 +511,8 @@ class RoomFactory(WebSocketServerFactory):
             maxMessagePayloadSize=0,
             maxFramePayloadSize=0,
             autoPingInterval=limits.ping_interval,
-            autoPingTimeout=limits.ping_timeout,
+            # Autobahn's batched timers fire up to a second early.
+            autoPingTimeout=limits.ping_timeout + 1,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
         )
