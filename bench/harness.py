@@ -132,14 +132,22 @@ def joined(
     token: str,
     *,
     receive_buffer: int | None = None,
+    timeout: float = DEADLINE,
 ) -> RawWebSocket:
     """
     A raw connection that has done what the stock client does on open: read
-    the server's step 1, send its own and read the step 2 answer.
+    the server's step 1, send its own and read the step 2 answer, each step
+    within C{timeout} seconds.  Every data frame read meanwhile is in its
+    C{frames}.
     """
     raw = RawWebSocket.connect(
-        server.port, f"/{room}?token={token}", receive_buffer=receive_buffer
+        server.port,
+        f"/{room}?token={token}",
+        receive_buffer=receive_buffer,
+        timeout=timeout,
     )
-    raw.wait_for(lambda f: f.opcode == OP_BINARY and f.payload[:2] == b"\x00\x00")
-    raw.sync()
+    raw.wait_for(
+        lambda f: f.opcode == OP_BINARY and f.payload[:2] == b"\x00\x00", timeout
+    )
+    raw.sync(timeout=timeout)
     return raw

@@ -125,8 +125,12 @@ def awareness(entries: list[tuple[int, int, Any]]) -> bytes:
 def decode_awareness(message: bytes) -> dict[int, tuple[int, Any]]:
     """
     The C{client_id: (clock, state)} entries of an awareness message.
+
+    @raise ValueError: C{message} is not an awareness message, or truncated.
     """
-    _, position = read_var_uint(message, 0)
+    message_type, position = read_var_uint(message, 0)
+    if message_type != MESSAGE_AWARENESS:
+        raise ValueError(f"not an awareness message: {message!r}")
     body, _ = read_var_bytes(message, position)
     count, position = read_var_uint(body, 0)
     entries: dict[int, tuple[int, Any]] = {}
@@ -191,6 +195,8 @@ class Frame:
 
     opcode: int
     payload: bytes
+    #: Whether the message came in several frames (joined here).
+    fragmented: bool = False
 
     @property
     def close_code(self) -> int | None:
@@ -367,6 +373,8 @@ class RawWebSocket:
         if len(buffer) < 2:
             return None
         first, second = buffer[0], buffer[1]
+        if second & 0x80:
+            raise AssertionError("a server must not mask its frames")
         length = second & 0x7F
         position = 2
         if length == 126:
@@ -417,7 +425,9 @@ class RawWebSocket:
                 continue
             if opcode == OP_CONTINUATION:
                 self._partial.append(payload)
-                whole = Frame(self._partial_opcode, b"".join(self._partial))
+                whole = Frame(
+                    self._partial_opcode, b"".join(self._partial), fragmented=True
+                )
                 self._partial = []
                 return whole
             return Frame(opcode, payload)
