@@ -34,6 +34,23 @@ AWARENESS_SWEEP_INTERVAL = 3.0
 _BARE_PORT = re.compile(r"\d+")
 
 
+#: The listen queue of TCP and TLS ports unless the description sets one;
+#: Twisted's default of 50 drops connections when many clients reconnect at
+#: once.
+LISTEN_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """
+    Give a C{tcp:} or C{ssl:} endpoint description Kraken's listen backlog,
+    unless it names one.
+    """
+    kind = description.partition(":")[0]
+    if kind in ("tcp", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 def _limit_parameters() -> list[list[Any]]:
     defaults = Limits()
     rows = []
@@ -104,11 +121,11 @@ class Options(usage.Options):
         """
         if _BARE_PORT.fullmatch(description):
             description = f"tcp:{description}"
-        self["listen"].append(description)
+        self["listen"].append(with_backlog(description))
 
     def postOptions(self) -> None:
         if not self["listen"]:
-            self["listen"] = ["tcp:8080"]
+            self["listen"] = [with_backlog("tcp:8080")]
         for name in limit_names():
             value = self[name.replace("_", "-")]
             if value <= 0:

@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -42,6 +42,10 @@ from kraken.sync import (
 #: Bad messages (oversized awareness states and the like) a connection may
 #: send before it is closed with 1008.
 GARBAGE_BUDGET = 20
+
+#: Frames up to this size are kept, framed, for the next member of a
+#: broadcast; larger ones (a step 2 of a big document) are not held on to.
+_PREPARED_CACHE_BYTES = 64 * 1024
 
 #: The signaling errors that are limits, by the option that sets them.
 _SIGNAL_LIMITS = {
@@ -426,7 +430,7 @@ class RoomProtocol(WebSocketServerProtocol):
         """
         if self.state != WebSocketProtocol.STATE_OPEN or self._closing:
             return
-        self.sendMessage(frame, isBinary=True)
+        self.sendPreparedMessage(self.factory.prepared(frame))
         self._check_queue()
 
     def _check_queue(self) -> None:
@@ -503,6 +507,8 @@ class RoomFactory(WebSocketServerFactory):
         self.connections = connections
         self.limits = limits
         self.clock = clock
+        self._prepared_payload: bytes | None = None
+        self._prepared_frame: PreparedMessage | None = None
         self.setProtocolOptions(
             webStatus=False,
             allowedOrigins=["*"],
@@ -516,6 +522,20 @@ class RoomFactory(WebSocketServerFactory):
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
         )
+
+    def prepared(self, frame: bytes) -> PreparedMessage:
+        """
+        The binary frame around C{frame}, built once for all the members a
+        room broadcasts the same frame to (rooms send the same object to
+        each of them in turn).
+        """
+        if frame is self._prepared_payload and self._prepared_frame is not None:
+            return self._prepared_frame
+        prepared = PreparedMessage(frame, True, False, True)
+        if len(frame) <= _PREPARED_CACHE_BYTES:
+            self._prepared_payload = frame
+            self._prepared_frame = prepared
+        return prepared
 
     def admit(self, admission: Admission, address: IAddress) -> RoomProtocol:
         """
