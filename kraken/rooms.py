@@ -315,6 +315,12 @@ class Room:
         outcome = self.peers.handle(member, signal)
         _deliver(outcome.deliveries)
         if outcome.replaced is not None:
+            self.log.info(
+                "Peer {peer_id} of {app}:{room} taken over by a new connection",
+                peer_id=signal.get("from"),
+                app=self.app_id,
+                room=self.name,
+            )
             outcome.replaced.close(
                 CloseCode.PEER_TAKEN_OVER, "the peer reconnected on another socket"
             )
