@@ -17,7 +17,6 @@ C{PRAGMA integrity_check} must answer C{ok}.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import selectors
 import signal
@@ -25,14 +24,14 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pycrdt import Doc, Map
 
-from bench.harness import joined, started_kraken
+from bench.harness import joined, report_json, started_kraken
 from bench.wsraw import OP_BINARY, Frame, RawWebSocket, sync_payload, sync_update
 from tests.server import KrakenProcess
 
@@ -273,12 +272,13 @@ def main(argv: list[str] | None = None) -> CrashReport:
 
     with tempfile.TemporaryDirectory(prefix="kraken-crash-") as data:
         report = run_rounds(Path(data) / "data", args.rounds, seed, log=True)
-    summary = {
-        **asdict(report),
-        "edits_lost": report.edits_lost,
-        "integrity": sorted(set(report.integrity)),
-    }
-    print(json.dumps(summary, indent=2))
+    print(
+        report_json(
+            report,
+            edits_lost=report.edits_lost,
+            integrity=sorted(set(report.integrity)),
+        )
+    )
     return report
 
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pycrdt import Doc, Map, Text
 
-from bench.harness import joined, started_kraken
+from bench.harness import joined, report_json, started_kraken
 from bench.wsraw import (
     OP_BINARY,
     OP_CLOSE,
@@ -654,7 +654,7 @@ def main(
             args.connections,
             args.rooms,
         )
-    out(json.dumps({**asdict(report), "crashes": report.crashes}, indent=2))
+    out(report_json(report, crashes=report.crashes))
     return report
 
 

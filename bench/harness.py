@@ -8,13 +8,17 @@ listening on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -42,6 +46,29 @@ def started_kraken(
         if server.process is not None and server.process.poll() is None:
             server.stop(signal.SIGTERM, timeout=10)
         server.stop(signal.SIGKILL)
+
+
+@contextmanager
+def scratch_kraken(
+    prefix: str, extra_args: list[str] | None = None
+) -> Iterator[KrakenProcess]:
+    """
+    A twistd Kraken, as L{started_kraken} starts it, on a fresh temporary
+    data directory (named with C{prefix}) that is removed at the end.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as data,
+        started_kraken(Path(data) / "data", extra_args) as server,
+    ):
+        yield server
+
+
+def report_json(report: Any, **figures: Any) -> str:
+    """
+    A bench's report (a dataclass) as indented JSON, with the derived
+    C{figures} added or replacing its fields.
+    """
+    return json.dumps({**asdict(report), **figures}, indent=2)
 
 
 def wait_until(

@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.server import KrakenProcess, running_kraken  # noqa: E402
+from bench.harness import scratch_kraken  # noqa: E402
+from tests.server import KrakenProcess  # noqa: E402
 from tests.signal_peer import SignalPeer  # noqa: E402
 
 #: Seconds between two offers: 40 a second, under the default limit of 50.
@@ -81,10 +80,7 @@ def main() -> None:
     parser.add_argument("--sdp-bytes", type=int, default=4000)
     args = parser.parse_args()
 
-    with (
-        tempfile.TemporaryDirectory() as data_dir,
-        contextmanager(running_kraken)(Path(data_dir) / "data") as server,
-    ):
+    with scratch_kraken("kraken-signal-latency-") as server:
         timings = measure(server, args.offers, args.warmup, args.sdp_bytes)
 
     milliseconds = sorted(t * 1000 for t in timings)

@@ -15,18 +15,16 @@ see what buffering everything would cost.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pycrdt import Doc, Map
 
-from bench.harness import LogWindow, joined, started_kraken
+from bench.harness import LogWindow, joined, report_json, scratch_kraken
 from bench.wsraw import OP_BINARY, OP_CLOSE, rss_kib, sync_update
 from tests.server import KrakenProcess
 
@@ -165,19 +163,18 @@ def main(argv: list[str] | None = None) -> BurstReport:
     )
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="kraken-slow-reader-") as data:
-        server_args = [
-            "--max-queued-bytes",
-            str(args.max_queued_bytes),
-            "--max-document-bytes",
-            str(2**40),
-            "--compact-after-rows",
-            "1000000",
-        ]
-        with started_kraken(Path(data), server_args) as server:
-            token = server.register_app("slow-reader")
-            report = burst(server, token, args.megabytes, args.chunk_kib)
-    print(json.dumps({**asdict(report), "growth_kib": report.growth_kib}, indent=2))
+    server_args = [
+        "--max-queued-bytes",
+        str(args.max_queued_bytes),
+        "--max-document-bytes",
+        str(2**40),
+        "--compact-after-rows",
+        "1000000",
+    ]
+    with scratch_kraken("kraken-slow-reader-", server_args) as server:
+        token = server.register_app("slow-reader")
+        report = burst(server, token, args.megabytes, args.chunk_kib)
+    print(report_json(report, growth_kib=report.growth_kib))
     return report
 
 

@@ -15,16 +15,15 @@ the offline edit exactly once; and the new server's peak memory (VmHWM).
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import report_json, scratch_kraken
 from bench.wsraw import rss_kib
 from tests.interop.yclients import INTEROP_DIR, Client, NodeDriver
 from tests.server import KrakenProcess
@@ -137,15 +136,12 @@ def main(argv: list[str] | None = None) -> StormReport:
     parser.add_argument("--rooms", type=int, default=40)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="kraken-storm-") as data:
-        server = KrakenProcess(Path(data) / "data")
-        server.start()
-        try:
-            with NodeDriver.start(cwd=INTEROP_DIR) as driver:
-                report = storm(driver, server, args.clients, args.rooms)
-        finally:
-            server.stop(signal.SIGKILL)
-    print(json.dumps(asdict(report), indent=2))
+    with (
+        scratch_kraken("kraken-storm-") as server,
+        NodeDriver.start(cwd=INTEROP_DIR) as driver,
+    ):
+        report = storm(driver, server, args.clients, args.rooms)
+    print(report_json(report))
     return report
 
 

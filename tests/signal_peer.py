@@ -6,16 +6,12 @@ stock clients and for the latency benchmark.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import struct
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from tests.test_interop_wire import _OP_BINARY, RawWebSocket
+from bench.wsraw import OP_BINARY, OP_CLOSE, OP_TEXT, RawWebSocket
 
-_OP_TEXT = 0x1
-_OP_CLOSE = 0x8
 _MAX_FRAMES = 10_000
 
 #: Seconds a single wait of a peer may take.
@@ -26,6 +22,7 @@ PEER_JOINED = 6
 PEER_LEFT = 7
 
 
+@dataclass
 class SignalPeer(RawWebSocket):
     """
     A room connection that only signals: it never sends a binary frame, reads
@@ -34,9 +31,7 @@ class SignalPeer(RawWebSocket):
     @ivar received: every signal or error envelope received, in order.
     """
 
-    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
-        super().__init__(sock, buffered)
-        self.received: list[dict[str, Any]] = []
+    received: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def join(cls, port: int, path: str) -> SignalPeer:
@@ -44,35 +39,11 @@ class SignalPeer(RawWebSocket):
         Connect to C{path} (C{/doc/ROOM?token=...} or C{/ROOM?token=...}) on
         127.0.0.1 and read the server's sync step 1.
         """
-        peer = cls.connect(port, path)
+        peer = cls.connect(port, path, timeout=DEADLINE)
         assert isinstance(peer, cls)
         first = peer.receive(time.monotonic() + DEADLINE)
-        assert first.opcode == _OP_BINARY, first
+        assert first is not None and first.opcode == OP_BINARY, first
         return peer
-
-    def _send_frame(self, opcode: int, payload: bytes) -> None:
-        # The same frame as RawWebSocket sends, masked with integer arithmetic
-        # so that large signals cost the latency bench next to nothing.
-        length = len(payload)
-        header = bytearray([0x80 | opcode])
-        if length < 126:
-            header.append(0x80 | length)
-        elif length < 2**16:
-            header.append(0x80 | 126)
-            header += struct.pack("!H", length)
-        else:
-            header.append(0x80 | 127)
-            header += struct.pack("!Q", length)
-        mask = os.urandom(4)
-        key = (mask * (length // 4 + 1))[:length]
-        masked = int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")
-        self._sock.sendall(bytes(header) + mask + masked.to_bytes(length, "big"))
-
-    def send_text(self, payload: bytes) -> None:
-        """
-        Send one text message.
-        """
-        self._send_frame(_OP_TEXT, payload)
 
     def send_signal(self, signal: dict[str, Any]) -> None:
         """
@@ -86,8 +57,10 @@ class SignalPeer(RawWebSocket):
         """
         for _ in range(_MAX_FRAMES):
             frame = self.receive(deadline)
-            assert frame.opcode != _OP_CLOSE, f"closed: {frame.payload!r}"
-            if frame.opcode == _OP_TEXT:
+            if frame is None:
+                raise ConnectionError("the server closed the TCP connection")
+            assert frame.opcode != OP_CLOSE, f"closed: {frame.payload!r}"
+            if frame.opcode == OP_TEXT:
                 message: dict[str, Any] = json.loads(frame.payload)
                 self.received.append(message)
                 return message
@@ -117,13 +90,8 @@ class SignalPeer(RawWebSocket):
         """
         Close cleanly: send a close frame, wait for the server's, then hang up.
         """
-        self._send_frame(_OP_CLOSE, struct.pack("!H", 1000))
-        deadline = time.monotonic() + DEADLINE
+        self.send_close(1000)
         try:
-            for _ in range(_MAX_FRAMES):
-                if self.receive(deadline).opcode == _OP_CLOSE:
-                    break
-        except ConnectionError:
-            pass
+            self.wait_close(DEADLINE)
         finally:
             self.drop()

@@ -13,28 +13,25 @@ import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.websocket import WebSocketClientFactory
 from pycrdt import Doc, Text
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from bench.crash import integrity
 from bench.harness import joined, started_kraken, wait_until
 from bench.wsraw import OP_BINARY, Frame, sync_payload, sync_update
 from kraken.store import StoredDocument, StoreError
 from kraken.sync import AwarenessMessage
-from tests import test_websocket
+from tests import wsclients
 from tests.interop.yclients import NodeDriver
 from tests.server import KrakenProcess
-from tests.test_websocket import APP_ID, ROOM, Kraken, Start, SyncClient, within
+from tests.wsclients import APP_ID, ROOM, Kraken, Start, SyncClient, within
 
 #: The in-process Kraken fixture of the WebSocket tests.
-in_process_kraken = test_websocket.start_kraken
+in_process_kraken = wsclients.start_kraken
 
 #: Seconds any single condition may take.
 DEADLINE = 10.0
@@ -199,14 +196,7 @@ async def open_client(kraken: Kraken, room: str = ROOM) -> SyncClient:
     """
     A connection that is open but has not waited for the server's welcome.
     """
-    url = f"ws://127.0.0.1:{kraken.port}/doc/{room}?token={kraken.token}"
-    factory = WebSocketClientFactory(url, reactor=reactor)
-    factory.protocol = SyncClient
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", kraken.port)
-    client = cast(SyncClient, await within(endpoint.connect(factory)))
-    kraken.clients.append(client)
-    await within(client.opened)
-    return client
+    return await kraken.open(f"/doc/{room}?token={kraken.token}", SyncClient)
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

@@ -7,33 +7,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.logger import (
-    ILogObserver,
-    LogEvent,
-    formatEvent,
-    globalLogPublisher,
-)
+from twisted.logger import LogEvent, formatEvent
 
-from kraken.config import Limits, Settings
+from kraken.config import Limits
 from kraken.signaling import SignalType
 from kraken.sync import SyncUpdate
-from kraken.tap import KrakenService, ListeningService
 from kraken.websocket import GARBAGE_BUDGET
-from tests.test_websocket import SyncClient, warnings, within
+from tests import wsclients
+from tests.wsclients import InProcessKraken, SyncClient, in_process_krakens, warnings
 
-ADMIN_TOKEN = "admin-token-for-signaling-tests"
-DEPLOYMENT_TOKEN = "deployment-token-for-signaling-tests"
 APP_ID = "calls"
 OTHER_APP_ID = "other-calls"
 ROOM = "standup"
@@ -173,16 +161,10 @@ def offer(to: str, **extra: Any) -> dict[str, Any]:
     return {"type": 1, "to": to, "sdp": SDP, **extra}
 
 
-@dataclass
-class Kraken:
+class Kraken(InProcessKraken):
     """
     A running in-process Kraken with two registered apps.
     """
-
-    service: KrakenService
-    port: int
-    tokens: dict[str, str]
-    clients: list[SignalClient] = field(default_factory=list)
 
     async def connect(
         self, room: str = ROOM, app_id: str = APP_ID, bare: bool = False
@@ -192,13 +174,7 @@ class Kraken:
         first frame; C{bare} uses the stock client's C{/{room}} URL form.
         """
         path = f"/{room}" if bare else f"/doc/{room}"
-        url = f"ws://127.0.0.1:{self.port}{path}?token={self.tokens[app_id]}"
-        factory = WebSocketClientFactory(url, reactor=reactor)
-        factory.protocol = SignalClient
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        client = cast(SignalClient, await within(endpoint.connect(factory)))
-        self.clients.append(client)
-        await within(client.opened)
+        client = await self.open(f"{path}?token={self.tokens[app_id]}", SignalClient)
         await client.wait_until(lambda: bool(client.frames) or client.has_closed)
         return client
 
@@ -220,55 +196,15 @@ Start = Callable[..., Awaitable[Kraken]]
 @pytest_twisted.async_yield_fixture
 async def start_kraken(tmp_path: Path) -> AsyncIterator[Start]:
     """
-    Start Kraken with the given limits; everything is stopped at the end.
+    Start Kraken with the given limits; everything is stopped at the end, and
+    a client that the stop does not close in time is aborted.
     """
-    running: list[Kraken] = []
-
-    async def start(limits: Limits | None = None) -> Kraken:
-        data_dir = tmp_path / f"data-{len(running)}"
-        data_dir.mkdir()
-        settings = Settings(
-            listen=["tcp:0:interface=127.0.0.1"],
-            data_dir=data_dir,
-            admin_token=ADMIN_TOKEN,
-            deployment_token=DEPLOYMENT_TOKEN,
-            limits=limits or Limits(),
-        )
-        service = KrakenService(settings, reactor)
-        service.startService()
-        listener = next(s for s in service if isinstance(s, ListeningService))
-        assert listener.port is not None
-        tokens = {}
-        for app_id in (APP_ID, OTHER_APP_ID):
-            _, tokens[app_id] = await service.apps.register(
-                {"app_id": app_id, "name": app_id, "allowed_origins": []}
-            )
-        address = cast(IPv4Address, listener.port.getHost())
-        kraken = Kraken(service, address.port, tokens)
-        running.append(kraken)
-        return kraken
-
-    yield start
-
-    for kraken in running:
-        await kraken.service.stopService()
-        for client in kraken.clients:
-            try:
-                await client.wait_until(lambda c=client: c.has_closed)
-            except TimeoutError:
-                client.transport.abortConnection()
+    apps = {APP_ID: APP_ID, OTHER_APP_ID: OTHER_APP_ID}
+    async with in_process_krakens(tmp_path, Kraken, apps, abort_unclosed=True) as start:
+        yield start
 
 
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """
-    Every log event emitted during the test.
-    """
-    events: list[LogEvent] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
+log_events = wsclients.log_events
 
 
 def envelope(signal: Any) -> bytes:
