@@ -82,7 +82,7 @@ def read_json(request: IRequest) -> object:
 
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid-json", "The body is not valid JSON.") from None
 
 

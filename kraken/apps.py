@@ -142,13 +142,24 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _encodable(field: str, value: str) -> str:
+    """
+    JSON may carry lone UTF-16 surrogates, which no UTF-8 text can hold.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_field(field, f"{field} holds an unpaired surrogate") from None
+    return value
+
+
 def _string(body: Mapping[str, Any], field: str, limit: int) -> str:
     value = body.get(field)
     if not isinstance(value, str) or not value.strip():
         raise bad_field(field, f"{field} must be a non-empty string")
     if len(value) > limit:
         raise bad_field(field, f"{field} must be at most {limit} characters")
-    return value
+    return _encodable(field, value)
 
 
 def _optional_string(
@@ -161,7 +172,7 @@ def _optional_string(
         raise bad_field(field, f"{field} must be a string of at most {limit} chars")
     if pattern is not None and not pattern.fullmatch(value):
         raise bad_field(field, f"{field} is not valid")
-    return value
+    return _encodable(field, value)
 
 
 def _origins(body: Mapping[str, Any]) -> tuple[str, ...]:

@@ -11,18 +11,19 @@ neither); only an admitted request reaches Autobahn.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.logger import Logger
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
-from kraken.admin import AdminAPI, render_error
+from kraken.admin import MAX_BODY_BYTES, AdminAPI, render_error
 from kraken.apps import Admission, AppRegistry
 from kraken.config import Limits
 from kraken.demo import Demo
@@ -37,7 +38,6 @@ MAX_ROOM_BYTES = 512
 RETRY_AFTER = 5
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_TOKEN_IN_QUERY = re.compile(rb"(?i)((?:^|[?&;])token=)[^&;]*")
 
 
 def room_from_path(path: bytes) -> str:
@@ -65,6 +65,48 @@ def room_from_path(path: bytes) -> str:
             400, "invalid-room", "The room name contains control characters."
         )
     return room
+
+
+def check_handshake(request: IRequest) -> None:
+    """
+    Refuse, with a JSON answer, the malformed upgrade requests that Autobahn
+    would refuse with a bare status line (and, for a fragment, with the URL
+    and its token in the log).
+
+    @raise ApiError: 405 for a method other than GET, 400 otherwise.
+    """
+    if request.method != b"GET":
+        raise ApiError(
+            405, "method-not-allowed", "A WebSocket upgrade is a GET request."
+        )
+    if b"#" in request.uri:
+        raise ApiError(400, "invalid-url", "A WebSocket URL has no fragment.")
+
+    connection = (request.getHeader(b"connection") or b"").lower()
+    if b"upgrade" not in [token.strip() for token in connection.split(b",")]:
+        raise ApiError(
+            400, "bad-handshake", "The upgrade needs the header Connection: Upgrade."
+        )
+    if request.getHeader(b"sec-websocket-version") != b"13":
+        raise ApiError(400, "bad-handshake", "Only WebSocket version 13 is supported.")
+    try:
+        key = base64.b64decode(
+            request.getHeader(b"sec-websocket-key") or b"", validate=True
+        )
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        raise ApiError(400, "bad-handshake", "The Sec-WebSocket-Key is not valid.")
+
+
+def _origin_form(path: bytes) -> bytes:
+    """
+    The path of a request target, also when it was sent in absolute form
+    (C{GET http://host/room}).
+    """
+    if path.startswith(b"/"):
+        return path
+    return urlsplit(path).path or b"/"
 
 
 def request_token(request: IRequest) -> str | None:
@@ -165,7 +207,8 @@ class KrakenRoot(Resource):
                 "The server is shutting down.",
                 retry_after=RETRY_AFTER,
             )
-        room = room_from_path(request.path)
+        check_handshake(request)
+        room = room_from_path(_origin_form(request.path))
         origin = request.getHeader(b"origin")
         admission = self._apps.admit(
             request_token(request),
@@ -227,13 +270,15 @@ def _peer(request: IRequest) -> str:
 
 class _RedactedRequest:
     """
-    A view of a request for the access log, with token values removed from
-    its URI.
+    A view of a request for the access log, without its query string and
+    fragment, where tokens travel (under any spelling of their name).
     """
 
     def __init__(self, request: IRequest) -> None:
         self._request = request
-        self.uri = _TOKEN_IN_QUERY.sub(rb"\1<redacted>", request.uri)
+        path = request.uri.split(b"#", 1)[0]
+        path, query_mark, _ = path.partition(b"?")
+        self.uri = path + (b"?<query omitted>" if query_mark else b"")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)
@@ -247,10 +292,29 @@ def redacted_log_formatter(timestamp: str, request: IRequest) -> str:
     return line
 
 
+class KrakenRequest(Request):
+    """
+    A request that keeps at most L{MAX_BODY_BYTES} + 1 bytes of its body, in
+    memory, whatever length it announces, so that no client can fill the
+    disk or memory with a body the API would refuse anyway.
+    """
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(None if length is None else min(length, MAX_BODY_BYTES + 1))
+
+    def handleContentChunk(self, data: bytes) -> None:
+        content = self.content
+        assert content is not None
+        room = MAX_BODY_BYTES + 1 - content.tell()
+        if room > 0:
+            content.write(data[:room])
+
+
 def make_site(root: KrakenRoot) -> Site:
     """
     The site serving C{root}, with an access log that never shows a token.
     """
     site = Site(root, logFormatter=redacted_log_formatter)
+    site.requestFactory = KrakenRequest
     site.displayTracebacks = False
     return site

@@ -321,7 +321,7 @@ def settings_from_options(options: Options) -> Settings:
     any missing token file.
     """
     data_dir = Path(options["data-dir"]).expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = Logger(namespace="kraken.tap")
 
     try:

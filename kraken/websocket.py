@@ -522,6 +522,14 @@ class RoomFactory(WebSocketServerFactory):
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
         )
+        # Autobahn copies every option from the factory into each new
+        # connection's __dict__ unless the protocol class already has it;
+        # a class per factory that carries them saves that per connection.
+        options = {
+            name: _as_class_attribute(getattr(self, name))
+            for name in RoomProtocol.CONFIG_ATTRS
+        }
+        self.protocol = type("RoomProtocol", (RoomProtocol,), options)  # type: ignore[assignment]
 
     def prepared(self, frame: bytes) -> PreparedMessage:
         """
@@ -546,6 +554,14 @@ class RoomFactory(WebSocketServerFactory):
         protocol.admission = admission
         self.connections.add(protocol)
         return protocol
+
+
+def _as_class_attribute(value: Any) -> Any:
+    """
+    A value that reads the same from an instance as from a class: functions
+    (such as Autobahn's compression callbacks) must not become methods.
+    """
+    return staticmethod(value) if callable(value) else value
 
 
 class AdmittedFactory:

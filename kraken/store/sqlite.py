@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -70,6 +71,9 @@ class _Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Documents are private: the database, and the journal files SQLite
+        # creates with the same mode, are readable by their owner only.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._connection = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False
         )
