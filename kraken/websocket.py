@@ -336,7 +336,7 @@ class RoomProtocol(WebSocketServerProtocol):
             self._spend_signal_allowance()
             self._room.receive_signal(self, parse_signal(payload))
         except SignalError as error:
-            self._signal_refused(error)
+            self._signal_refused(error, len(payload))
 
     def _spend_signal_allowance(self) -> None:
         rate = self._limits.max_signals_per_second
@@ -353,11 +353,11 @@ class RoomProtocol(WebSocketServerProtocol):
         self._signal_allowance -= 1.0
         self._rate_limited_logged = False
 
-    def _signal_refused(self, error: SignalError) -> None:
+    def _signal_refused(self, error: SignalError, size: int) -> None:
         limit = _SIGNAL_LIMITS.get(error.code)
         if limit is not None:
             if error.code != "rate-limited" or not self._rate_limited_logged:
-                self._warn_limit(limit, getattr(self._limits, limit.replace("-", "_")))
+                self._warn_limit(limit, size)
         else:
             self._log.warn(
                 "Signal refused ({code}): app {app}, room {room}, peer {peer}",
@@ -472,6 +472,8 @@ class RoomProtocol(WebSocketServerProtocol):
             return
         self._closing = True
         self._leave_room()
+        if self.closedByMe and self.localCloseCode is not None:
+            code = self.localCloseCode
         self._log.info(
             "Connection closed: app {app}, room {room}, peer {peer}, code {code}, "
             "{duration:.1f} s",
