@@ -575,6 +575,8 @@ class AdmittedFactory:
     def __init__(self, factory: RoomFactory, admission: Admission) -> None:
         self._factory = factory
         self._admission = admission
+        self.built: RoomProtocol | None = None
 
     def buildProtocol(self, address: IAddress) -> RoomProtocol:
-        return self._factory.admit(self._admission, address)
+        self.built = self._factory.admit(self._admission, address)
+        return self.built
