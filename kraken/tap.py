@@ -277,6 +277,18 @@ class KrakenService(MultiService):
         return stopped  # type: ignore[return-value]
 
 
+def _loopback_origins(secure: bool, port: int | str) -> list[str]:
+    """
+    The origins of a page served by Kraken itself on C{port}: localhost and
+    127.0.0.1.
+    """
+    scheme = "https" if secure else "http"
+    return [
+        normalise_origin(f"{scheme}://{host}:{port}")
+        for host in ("localhost", "127.0.0.1")
+    ]
+
+
 def _listen_origins(descriptions: list[str]) -> list[str]:
     """
     The demo's default origins for the fixed ports of C{tcp:} and C{ssl:}
@@ -287,12 +299,9 @@ def _listen_origins(descriptions: list[str]) -> list[str]:
     for description in descriptions:
         kind, _, rest = description.partition(":")
         port = rest.split(":")[0]
-        if kind not in ("tcp", "ssl") or not port.isdigit() or int(port) == 0:
-            continue
-        scheme = "https" if kind == "ssl" else "http"
-        for host in ("localhost", "127.0.0.1"):
-            origins.append(normalise_origin(f"{scheme}://{host}:{port}"))
-    return origins
+        if kind in ("tcp", "ssl") and port.isdigit() and int(port) != 0:
+            origins.extend(_loopback_origins(kind == "ssl", port))
+    return list(dict.fromkeys(origins))
 
 
 def _local_origins(service: MultiService) -> list[str]:
@@ -303,16 +312,10 @@ def _local_origins(service: MultiService) -> list[str]:
     origins = []
     for child in service:
         if isinstance(child, ListeningService) and child.port is not None:
-            address = child.port.getHost()
-            port = getattr(address, "port", None)
-            if port is None:
-                continue
-            scheme = "https" if child.secure else "http"
-            for host in ("localhost", "127.0.0.1"):
-                origin = normalise_origin(f"{scheme}://{host}:{port}")
-                if origin not in origins:
-                    origins.append(origin)
-    return origins
+            port = getattr(child.port.getHost(), "port", None)
+            if port is not None:
+                origins.extend(_loopback_origins(child.secure, port))
+    return list(dict.fromkeys(origins))
 
 
 def settings_from_options(options: Options) -> Settings:
