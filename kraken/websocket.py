@@ -145,8 +145,8 @@ def buffered_bytes(transport: object) -> int:
     reports 0, which disables the slow-reader limit for it.
     """
     try:
-        pending = len(transport.dataBuffer) - transport.offset  # type: ignore[attr-defined]
-        return int(pending + transport._tempDataLen)  # type: ignore[attr-defined]
+        tcp: Any = transport
+        return int(len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen)
     except (AttributeError, TypeError):
         return 0
 
@@ -531,7 +531,8 @@ class RoomFactory(WebSocketServerFactory):
             name: _as_class_attribute(getattr(self, name))
             for name in RoomProtocol.CONFIG_ATTRS
         }
-        self.protocol = type("RoomProtocol", (RoomProtocol,), options)  # type: ignore[assignment]
+        protocol: Any = type("RoomProtocol", (RoomProtocol,), options)
+        self.protocol = protocol
 
     def prepared(self, frame: bytes) -> PreparedMessage:
         """

@@ -28,6 +28,23 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 DEPLOYMENT_TOKEN = "test-deployment-token-0123456789"
 
 
+def twistd_kraken(*options: str) -> list[str]:
+    """
+    The command that runs C{twistd kraken} in the foreground with this
+    Python, logging to stdout, with C{options} after C{kraken}.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "--nodaemon",
+        "--pidfile=",
+        "--logfile=-",
+        "kraken",
+        *options,
+    ]
+
+
 class HTTPAnswer:
     """
     A status, headers and parsed JSON body (C{None} when empty or not JSON).
@@ -70,20 +87,9 @@ class KrakenProcess:
         env["KRAKEN_ADMIN_TOKEN"] = ADMIN_TOKEN
         env["KRAKEN_TOKEN"] = DEPLOYMENT_TOKEN
         listen = f"tcp:{self.port}:interface=127.0.0.1"
-        command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "--nodaemon",
-            "--pidfile=",
-            "--logfile=-",
-            "kraken",
-            "--listen",
-            listen,
-            "--data-dir",
-            str(self.data_dir),
-            *self.extra_args,
-        ]
+        command = twistd_kraken(
+            "--listen", listen, "--data-dir", str(self.data_dir), *self.extra_args
+        )
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.server import (
     DEPLOYMENT_TOKEN,
     KrakenProcess,
     running_kraken,
+    twistd_kraken,
 )
 
 _CONFIG = re.compile(rb"window\.KRAKEN_DEMO = (\{.*?\});</script>")
@@ -114,14 +114,7 @@ def test_demo_refuses_to_start_on_a_claimed_origin(
     kraken.register_app("taken", ["http://localhost:9"])
 
     finished = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "--nodaemon",
-            "--pidfile=",
-            "--logfile=-",
-            "kraken",
+        twistd_kraken(
             "--listen",
             "tcp:0:interface=127.0.0.1",
             "--data-dir",
@@ -129,7 +122,7 @@ def test_demo_refuses_to_start_on_a_claimed_origin(
             "--demo",
             "--demo-origin",
             "http://localhost:9",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=30,
