@@ -426,7 +426,10 @@ export class KrakenClient {
     ws.onopen = null
     ws.onmessage = null
     ws.onclose = null
-    ws.onerror = null
+    // Closing a socket that is still connecting makes Node's `ws` report an
+    // error; with no handler that error would be thrown. Ignore it: the
+    // socket is already given up.
+    ws.onerror = () => undefined
     if (this.ws === ws) {
       this.ws = null
     }
