@@ -9,6 +9,7 @@ memory and written into the page; the deployment token never reaches it.
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 
@@ -31,9 +32,10 @@ _FILES = {
 }
 
 
+@functools.cache
 def demo_file(name: str) -> bytes:
     """
-    A file of the built demo, shipped in C{kraken/demo_static}.
+    A file of the built demo, shipped in C{kraken/demo_static}, read once.
     """
     return resources.files("kraken").joinpath("demo_static", name).read_bytes()
 

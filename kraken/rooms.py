@@ -16,7 +16,7 @@ and nothing is written over what is stored.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -174,12 +174,6 @@ class Room:
 
     def __len__(self) -> int:
         return len(self._members) + len(self._joining)
-
-    def members(self) -> Iterator[Member]:
-        """
-        The members that have joined (not those waiting for the load).
-        """
-        return iter(list(self._members))
 
     def is_idle(self) -> bool:
         """
