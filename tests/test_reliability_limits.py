@@ -9,6 +9,7 @@ room are covered in-process by tests/test_websocket.py.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,10 @@ APP = "limits"
 
 #: Seconds any single condition may take.
 DEADLINE = 10.0
+
+#: Seconds to wait, after a warning is seen, for a second one that must not
+#: come.
+LOG_SETTLE = 0.3
 
 
 def text_update(size: int) -> bytes:
@@ -94,7 +99,17 @@ def assert_one_warning(window: LogWindow, limit: str | None, room: str) -> None:
     Kraken logged exactly one warning line, and it names the app, C{room}
     and (unless C{None}) C{limit}.
     """
-    lines = [line for line in window.warnings() if "[kraken." in line]
+
+    def kraken_warnings() -> list[str]:
+        return [line for line in window.warnings() if "[kraken." in line]
+
+    # The server's log reaches us through a pipe read by another thread, so
+    # it can trail the frames the client has already received: wait for the
+    # line, then give a second one the time to show up too.
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: bool(kraken_warnings()), DEADLINE)
+    time.sleep(LOG_SETTLE)
+    lines = kraken_warnings()
     assert len(lines) == 1, "\n".join(window.warnings())
     assert f"app {APP}" in lines[0], lines[0]
     assert f"room {room}" in lines[0], lines[0]

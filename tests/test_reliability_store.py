@@ -140,7 +140,7 @@ def test_full_disk_refuses_updates_and_recovers_without_restart(
         alice.wait_close(1011, timeout=DEADLINE)
         bob.wait_close(1011, timeout=DEADLINE)
         assert watcher.wait_close() == 1011
-        assert "Store write of" in server.log_text()
+        server.wait_for_log("Store write of")
         assert not [f for f in watcher.frames if MARKER.encode() in f.payload]
         assert MARKER not in bob.text()
         status, headers, body = health(server)
