@@ -132,7 +132,7 @@ async def test_health_answers_503_when_store_fails(server: Server) -> None:
     def broken() -> None:
         raise OSError("disk I/O error")
 
-    server.service.store._database.check = broken  # type: ignore[method-assign]
+    server.service.store._writer.check = broken  # type: ignore[method-assign]
 
     status, body, headers = await server.call("GET", "/health", headers={})
 
@@ -485,7 +485,8 @@ async def test_apps_are_read_back_from_the_store(server: Server) -> None:
         assert reopened.apps.admit(token, None, "r").app_id == "durable"
         assert reopened.apps.app_for_origin("https://durable.example") == "durable"
     finally:
-        reopened.store._database.close()
+        reopened.store._writer.close()
+        reopened.store._reader.close()
 
 
 @pytest_twisted.ensureDeferred
