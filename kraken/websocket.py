@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -38,14 +38,15 @@ from kraken.sync import (
     decode_message,
     encode_permission_denied,
 )
+from kraken.wire import binary_frame, buffered_bytes, write_now
 
 #: Bad messages (oversized awareness states and the like) a connection may
 #: send before it is closed with 1008.
 GARBAGE_BUDGET = 20
 
-#: Frames up to this size are kept, framed, for the next member of a
+#: Messages up to this size are kept, framed, for the next member of a
 #: broadcast; larger ones (a step 2 of a big document) are not held on to.
-_PREPARED_CACHE_BYTES = 64 * 1024
+_FRAMED_CACHE_BYTES = 64 * 1024
 
 #: The signaling errors that are limits, by the option that sets them.
 _SIGNAL_LIMITS = {
@@ -136,21 +137,6 @@ class Connections:
             connection.close(code, reason)
 
 
-def buffered_bytes(transport: object) -> int:
-    """
-    How many bytes a TCP transport holds that the peer has not read yet.
-
-    Twisted keeps no public count, so this reads the attributes of
-    L{twisted.internet.abstract.FileDescriptor}; another transport (TLS)
-    reports 0, which disables the slow-reader limit for it.
-    """
-    try:
-        tcp: Any = transport
-        return int(len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen)
-    except (AttributeError, TypeError):
-        return 0
-
-
 class RoomProtocol(WebSocketServerProtocol):
     """
     One client connection to one room.
@@ -236,6 +222,16 @@ class RoomProtocol(WebSocketServerProtocol):
             self.wasMaxMessagePayloadSizeExceeded = True
             self.failedByMe = True
             self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
+
+    def onMessageEnd(self) -> None:
+        """
+        Hand a complete message to L{onMessage}.  Autobahn's own version also
+        fires a C{message} event for listeners, which costs a Deferred per
+        message; Kraken registers none.
+        """
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = []
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._inbox.append((payload, isBinary))
@@ -430,7 +426,12 @@ class RoomProtocol(WebSocketServerProtocol):
         """
         if self.state != WebSocketProtocol.STATE_OPEN or self._closing:
             return
-        self.sendPreparedMessage(self.factory.prepared(frame))
+        framed = self.factory.framed(frame)
+        if self.send_queue:
+            # Autobahn is still writing a chopped or synchronous send.
+            self.sendData(framed)
+        else:
+            write_now(self.transport, framed)
         self._check_queue()
 
     def _check_queue(self) -> None:
@@ -509,8 +510,8 @@ class RoomFactory(WebSocketServerFactory):
         self.connections = connections
         self.limits = limits
         self.clock = clock
-        self._prepared_payload: bytes | None = None
-        self._prepared_frame: PreparedMessage | None = None
+        self._framed_message: bytes | None = None
+        self._framed: bytes | None = None
         self.setProtocolOptions(
             webStatus=False,
             allowedOrigins=["*"],
@@ -527,26 +528,29 @@ class RoomFactory(WebSocketServerFactory):
         # Autobahn copies every option from the factory into each new
         # connection's __dict__ unless the protocol class already has it;
         # a class per factory that carries them saves that per connection.
-        options = {
+        options: dict[str, Any] = {
             name: _as_class_attribute(getattr(self, name))
             for name in RoomProtocol.CONFIG_ATTRS
         }
+        # With nothing left to copy, Autobahn also skips building (and
+        # pretty-printing, for a debug line) the list of copied options.
+        options["CONFIG_ATTRS"] = ()
         protocol: Any = type("RoomProtocol", (RoomProtocol,), options)
         self.protocol = protocol
 
-    def prepared(self, frame: bytes) -> PreparedMessage:
+    def framed(self, message: bytes) -> bytes:
         """
-        The binary frame around C{frame}, built once for all the members a
-        room broadcasts the same frame to (rooms send the same object to
+        The binary frame around C{message}, built once for all the members a
+        room broadcasts the same message to (rooms send the same object to
         each of them in turn).
         """
-        if frame is self._prepared_payload and self._prepared_frame is not None:
-            return self._prepared_frame
-        prepared = PreparedMessage(frame, True, False, True)
-        if len(frame) <= _PREPARED_CACHE_BYTES:
-            self._prepared_payload = frame
-            self._prepared_frame = prepared
-        return prepared
+        if message is self._framed_message and self._framed is not None:
+            return self._framed
+        framed = binary_frame(message)
+        if len(message) <= _FRAMED_CACHE_BYTES:
+            self._framed_message = message
+            self._framed = framed
+        return framed
 
     def admit(self, admission: Admission, address: IAddress) -> RoomProtocol:
         """
