@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -47,6 +47,9 @@ GARBAGE_BUDGET = 20
 #: Messages up to this size are kept, framed, for the next member of a
 #: broadcast; larger ones (a step 2 of a big document) are not held on to.
 _FRAMED_CACHE_BYTES = 64 * 1024
+
+#: The traffic counter all connections share (see L{RoomProtocol}).
+_UNREAD_TRAFFIC_STATS = TrafficStats()
 
 #: The signaling errors that are limits, by the option that sets them.
 _SIGNAL_LIMITS = {
@@ -152,7 +155,9 @@ class RoomProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._room: Room | None = None
-        self._inbox: deque[tuple[bytes, bool]] = deque()
+        # Messages waiting for the room to load or the rate limit; None
+        # while there are none (an empty deque takes 0.6 KB per connection).
+        self._inbox: deque[tuple[bytes, bool]] | None = None
         self._drain_call: IDelayedCall | None = None
         self._flooding = False
         self._opened_at = 0.0
@@ -171,6 +176,12 @@ class RoomProtocol(WebSocketServerProtocol):
 
     def _now(self) -> float:
         return self.factory.clock.seconds()
+
+    def _connectionMade(self) -> None:
+        super()._connectionMade()
+        # Autobahn counts each connection's traffic in an object of its own,
+        # which Kraken never reads; one shared counter saves it per connection.
+        self.trafficStats = _UNREAD_TRAFFIC_STATS
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         """
@@ -234,6 +245,11 @@ class RoomProtocol(WebSocketServerProtocol):
         self.message_data = []
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._inbox is None:
+            if self._room is not None and not self._closing and self._take_allowance():
+                self._receive(payload, isBinary)
+                return
+            self._inbox = deque()
         self._inbox.append((payload, isBinary))
         if len(self._inbox) == 1:
             self._drain()
@@ -244,16 +260,18 @@ class RoomProtocol(WebSocketServerProtocol):
         client's message rate allows; the rest wait, with reads paused.
         """
         self._drain_call = None
-        while self._inbox and self._room is not None and not self._closing:
+        inbox = self._inbox
+        while inbox and self._room is not None and not self._closing:
             if not self._take_allowance():
                 self._hold()
                 return
-            payload, is_binary = self._inbox.popleft()
+            payload, is_binary = inbox.popleft()
             self._receive(payload, is_binary)
 
         if self._closing:
-            self._inbox.clear()
-        elif not self._inbox and self._room is not None:
+            self._inbox = None
+        elif not inbox and self._room is not None:
+            self._inbox = None
             self._flooding = False
             self._resume_reads()
 

@@ -1,0 +1,114 @@
+"""
+Broadcast frames and the immediate socket write (kraken.wire), on real TCP
+connections of the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+from kraken.wire import binary_frame, buffered_bytes, write_now
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_binary_frame_is_the_frame_autobahn_builds(size: int) -> None:
+    """
+    The frame around a payload of every length class (7-bit, 16-bit and
+    64-bit lengths) is byte for byte Autobahn's unmasked binary frame.
+    """
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+    expected = PreparedMessage(payload, True, False, True).payloadHybi
+
+    assert binary_frame(payload) == expected
+
+
+class Collector(Protocol):
+    """
+    A client that keeps what it receives until it has C{expected} bytes.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = bytearray()
+        self.complete: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= self.expected and not self.complete.called:
+            self.complete.callback(bytes(self.received))
+
+
+class Accepted(Protocol):
+    """
+    The server side of one connection, handed to the test once connected.
+    """
+
+    def __init__(self, connected: Deferred[Any]) -> None:
+        self._connected = connected
+
+    def connectionMade(self) -> None:
+        self._connected.callback(self.transport)
+
+
+async def connection_pair(expected: int) -> tuple[Any, Collector, Any]:
+    """
+    A server transport, the client collecting C{expected} bytes from it, and
+    the listening port.
+    """
+    connected: Deferred[Any] = Deferred()
+    server = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = await server.listen(Factory.forProtocol(lambda: Accepted(connected)))
+    collector = Collector(expected)
+    client = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    await client.connect(Factory.forProtocol(lambda: collector))
+    transport = await connected
+    return transport, collector, port
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_write_goes_to_the_socket_at_once() -> None:
+    """
+    With nothing queued, the bytes are in the socket when write_now returns,
+    not in Twisted's buffer waiting for the next turn of the reactor.
+    """
+    transport, collector, port = await connection_pair(5)
+    try:
+        write_now(transport, b"hello")
+
+        assert buffered_bytes(transport) == 0
+        assert await collector.complete == b"hello"
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_socket_does_not_take_is_queued_in_order() -> None:
+    """
+    A write larger than the socket takes at once is split: the rest is
+    queued, and a later write_now queues behind it, so the peer receives
+    every byte in order.
+    """
+    big = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    tail = b"and then this"
+    transport, collector, port = await connection_pair(len(big) + len(tail))
+    try:
+        write_now(transport, big)
+        queued = buffered_bytes(transport)
+        write_now(transport, tail)
+
+        assert 0 < queued < len(big)
+        assert buffered_bytes(transport) == queued + len(tail)
+        assert await collector.complete == big + tail
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
