@@ -15,7 +15,7 @@
 #   KRAKEN_PYTHON  python with Kraken and its dependencies installed (default python3)
 #   SERVERS        servers to measure (default "kraken ywebsocket hocuspocus";
 #                  smoke: "kraken ywebsocket")
-#   REPS           repetitions of the fan-out matrix (default 1)
+#   REPS           repetitions of the fan-out matrix (default 3)
 #   TOTAL_UPDATES  updates written per fan-out run, all clients together (default 2000)
 #   PACED_RATE     aggregate updates/s of a paced run (default 400)
 #   IDLE_BIG       the large idle count (default 10000)
@@ -50,7 +50,7 @@ else
   SERVERS=${SERVERS:-"kraken ywebsocket hocuspocus"}
   BUDGET_S=${BUDGET_S:-840}
 fi
-REPS=${REPS:-1}
+REPS=${REPS:-3}
 TOTAL_UPDATES=${TOTAL_UPDATES:-2000}
 PACED_RATE=${PACED_RATE:-400}
 IDLE_BIG=${IDLE_BIG:-10000}

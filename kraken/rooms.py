@@ -53,6 +53,9 @@ from kraken.sync import (
 #: Seconds after which an awareness state that was not renewed is removed.
 AWARENESS_TIMEOUT = 30.0
 
+#: The state vector of a client that holds nothing yet.
+_EMPTY_STATE_VECTOR = b"\x00"
+
 
 class Member(Protocol):
     """
@@ -156,6 +159,7 @@ class Room:
         self._stored_rows = 0
         self._compacting = False
         self._changes: list[bytes] = []
+        self._whole_document: bytes | None = None
         self.doc.observe(self._on_transaction)
 
     @property
@@ -322,19 +326,35 @@ class Room:
     def _answer_step1(
         self, member: Member, membership: _Membership, state_vector: bytes
     ) -> None:
-        try:
-            update = self.doc.get_update(state_vector)
-        except Exception:
-            raise ProtocolError("invalid state vector") from None
+        frame = self._step2_for(state_vector)
         membership.syncing = True
 
-        frame = encode_sync_step2(update)
         if self._committed == self._applied:
             member.send(frame)
         else:
             self._outbox.append(_Outgoing(self._applied, frame, only=member))
 
+    def _step2_for(self, state_vector: bytes) -> bytes:
+        """
+        The step 2 answering C{state_vector}.  The answer to a client that
+        has nothing (a fresh page) is the whole document; it is kept until
+        the document changes, so that many clients opening a big document
+        have it encoded once.
+        """
+        fresh = state_vector == _EMPTY_STATE_VECTOR
+        if fresh and self._whole_document is not None:
+            return self._whole_document
+        try:
+            update = self.doc.get_update(state_vector)
+        except Exception:
+            raise ProtocolError("invalid state vector") from None
+        frame = encode_sync_step2(update)
+        if fresh:
+            self._whole_document = frame
+        return frame
+
     def _on_transaction(self, event: TransactionEvent) -> None:
+        self._whole_document = None
         self._changes.append(event.update)
 
     def _apply_update(self, member: Member, update: bytes) -> None:

@@ -181,7 +181,7 @@ def write_var_bytes(data: bytes) -> bytes:
     """
     Encode a byte string with its length in front.
     """
-    return write_var_uint(len(data)) + data
+    return b"".join((write_var_uint(len(data)), data))
 
 
 def write_var_string(text: str) -> bytes:
@@ -240,25 +240,33 @@ def encode_sync_step1(state_vector: bytes) -> bytes:
     return _STEP1_PREFIX + write_var_bytes(state_vector)
 
 
+def _prefixed(prefix: bytes, data: bytes) -> bytes:
+    """
+    C{prefix}, then C{data} with its length in front, copying C{data} once
+    (a step 2 can carry a whole 10 MB document).
+    """
+    return b"".join((prefix, write_var_uint(len(data)), data))
+
+
 def encode_sync_step2(update: bytes) -> bytes:
     """
     Frame a sync step 2 carrying C{update}.
     """
-    return _STEP2_PREFIX + write_var_bytes(update)
+    return _prefixed(_STEP2_PREFIX, update)
 
 
 def encode_sync_update(update: bytes) -> bytes:
     """
     Frame an incremental update.
     """
-    return _UPDATE_PREFIX + write_var_bytes(update)
+    return _prefixed(_UPDATE_PREFIX, update)
 
 
 def encode_awareness(payload: bytes) -> bytes:
     """
     Frame an encoded awareness update.
     """
-    return _AWARENESS_PREFIX + write_var_bytes(payload)
+    return _prefixed(_AWARENESS_PREFIX, payload)
 
 
 def encode_permission_denied(reason: str) -> bytes:

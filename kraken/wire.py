@@ -58,13 +58,16 @@ def write_now(transport: Any, data: bytes) -> None:
     """
     Write C{data} to a plain TCP connection's socket at once if nothing is
     queued before it, and queue what the socket does not take; any other
-    transport (TLS, or one with a producer) gets an ordinary C{write}.
+    transport (TLS, or one with a producer) gets an ordinary C{write}, and so
+    does data larger than one send (a big document's step 2), which Twisted
+    then writes without copying it again.
 
     A failed send is left to Twisted: the data is queued, and Twisted's own
     write finds the error and closes the connection the usual way.
     """
     if (
         not isinstance(transport, tcp.Connection)
+        or len(data) > transport.SEND_LIMIT
         or transport.TLS
         or not transport.connected
         or transport.disconnecting

@@ -320,6 +320,44 @@ def test_step1_is_answered_with_step2() -> None:
     assert member.text() == "hello"
 
 
+def test_fresh_joiners_share_one_encoding_of_the_whole_document() -> None:
+    """
+    Clients that hold nothing get the whole document, encoded once while it
+    does not change.
+    """
+    world = World()
+    world.join("a", StoredDocument(Editor().insert("hello"), 1, 20))
+    first, second = world.join("b"), world.join("c")
+    first.frames.clear()
+    second.frames.clear()
+
+    world.receive(first, SyncStep1(b"\x00"))
+    world.receive(second, SyncStep1(b"\x00"))
+
+    assert first.frames[0] is second.frames[0]
+    assert second.text() == "hello"
+
+
+def test_fresh_joiner_after_a_change_gets_the_changed_document() -> None:
+    """
+    The kept encoding of the whole document is dropped when the document
+    changes: the next client that holds nothing gets the change too.
+    """
+    world = World()
+    editor = Editor()
+    writer = world.join("a", StoredDocument(editor.insert("hello"), 1, 20))
+    early = world.join("b")
+    world.receive(early, SyncStep1(b"\x00"))
+    world.receive(writer, SyncUpdate(editor.insert(" world")))
+    world.store.commit_all()
+
+    late = world.join("c")
+    late.frames.clear()
+    world.receive(late, SyncStep1(b"\x00"))
+
+    assert late.text() == "hello world"
+
+
 def test_invalid_state_vector_raises_protocol_error() -> None:
     """
     A step 1 whose state vector cannot be decoded is bad input.
