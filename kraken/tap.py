@@ -27,6 +27,7 @@ from kraken.rooms import RoomRegistry
 from kraken.site import KrakenRoot, make_site
 from kraken.store.sqlite import SQLiteStore
 from kraken.websocket import Connections, RoomFactory
+from kraken.wire import held_writes
 
 #: Seconds between sweeps for awareness states that were not renewed.
 AWARENESS_SWEEP_INTERVAL = 3.0
@@ -184,7 +185,9 @@ class KrakenService(MultiService):
         super().__init__()
         self.settings = settings
         self._reactor = reactor
-        self.store = SQLiteStore(reactor, settings.data_dir)
+        self.store = SQLiteStore(
+            reactor, settings.data_dir, around_commits=held_writes.holding
+        )
         self.apps = AppRegistry(
             self.store, settings.deployment_token, self.store.list_apps()
         )

@@ -38,7 +38,7 @@ from kraken.sync import (
     decode_message,
     encode_permission_denied,
 )
-from kraken.wire import binary_frame, buffered_bytes, write_now
+from kraken.wire import binary_frame, buffered_bytes, held_writes
 
 #: Bad messages (oversized awareness states and the like) a connection may
 #: send before it is closed with 1008.
@@ -447,9 +447,10 @@ class RoomProtocol(WebSocketServerProtocol):
         framed = self.factory.framed(frame)
         if self.send_queue:
             # Autobahn is still writing a chopped or synchronous send.
+            held_writes.release(self.transport)
             self.sendData(framed)
         else:
-            write_now(self.transport, framed)
+            held_writes.write(self.transport, framed)
         self._check_queue()
 
     def _check_queue(self) -> None:
@@ -464,6 +465,7 @@ class RoomProtocol(WebSocketServerProtocol):
         """
         if self.state != WebSocketProtocol.STATE_OPEN or self._closing:
             return
+        held_writes.release(self.transport)
         self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
         self._check_queue()
 
@@ -476,6 +478,7 @@ class RoomProtocol(WebSocketServerProtocol):
             return
         self._closing = True
         self._leave_room()
+        held_writes.release(self.transport)
         if code in _DENIALS:
             self.sendMessage(encode_permission_denied(reason), isBinary=True)
         reason_bytes = reason.encode("utf-8")[:123]
@@ -491,6 +494,7 @@ class RoomProtocol(WebSocketServerProtocol):
             return
         self._closing = True
         self._leave_room()
+        held_writes.release(self.transport)
         if self.closedByMe and self.localCloseCode is not None:
             code = self.localCloseCode
         self._log.info(

@@ -15,6 +15,8 @@ Twisted's buffer as usual.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet import tcp
@@ -82,3 +84,59 @@ def write_now(transport: Any, data: bytes) -> None:
         transport.write(data)
     elif sent < len(data):
         transport.write(data[sent:])
+
+
+class HeldWrites:
+    """
+    Broadcast writes held while a burst of commits is handled, then written
+    out as one write per socket.
+
+    When several updates are committed in one transaction, each member would
+    otherwise get one system call per update; held, it gets one for all of
+    them.  Anything else a connection writes (a signaling message, a close
+    frame) must first L{release} what is held for it, so that the order on
+    the wire stays the order of the calls.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Any, list[bytes]] | None = None
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """
+        Hold broadcast writes until the block ends (nested blocks end with
+        the outermost).
+        """
+        if self._held is not None:
+            yield
+            return
+        self._held = {}
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for transport, chunks in held.items():
+                write_now(transport, b"".join(chunks))
+
+    def write(self, transport: Any, data: bytes) -> None:
+        """
+        Write C{data} now, or hold it if a burst is being handled.
+        """
+        if self._held is None:
+            write_now(transport, data)
+        else:
+            self._held.setdefault(transport, []).append(data)
+
+    def release(self, transport: Any) -> None:
+        """
+        Write out at once what is held for C{transport}.
+        """
+        if self._held is None:
+            return
+        chunks = self._held.pop(transport, None)
+        if chunks:
+            write_now(transport, b"".join(chunks))
+
+
+#: The one holder of broadcast writes, for the reactor thread.
+held_writes = HeldWrites()

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from kraken.wire import binary_frame, buffered_bytes, write_now
+from kraken.wire import HeldWrites, binary_frame, buffered_bytes, write_now
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -139,3 +139,68 @@ async def test_data_larger_than_one_send_is_queued_whole() -> None:
     finally:
         transport.loseConnection()
         await port.stopListening()
+
+
+class RecordingTransport:
+    """
+    A transport that records each write call (not TCP, so write_now hands
+    every write to it unchanged).
+    """
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+def test_held_writes_go_out_as_one_write_per_transport() -> None:
+    """
+    Broadcasts made while holding reach each transport as one write, in the
+    order they were made, when the outermost hold ends.
+    """
+    held = HeldWrites()
+    first, second = RecordingTransport(), RecordingTransport()
+
+    with held.holding():
+        held.write(first, b"a")
+        with held.holding():
+            held.write(second, b"x")
+            held.write(first, b"b")
+        assert first.writes == second.writes == []
+        held.write(first, b"c")
+
+    assert first.writes == [b"abc"]
+    assert second.writes == [b"x"]
+
+
+def test_released_writes_go_out_before_what_follows() -> None:
+    """
+    Releasing a transport writes what is held for it at once, so that a
+    close frame or signal written next comes after the held updates; other
+    transports stay held.
+    """
+    held = HeldWrites()
+    closing, other = RecordingTransport(), RecordingTransport()
+
+    with held.holding():
+        held.write(closing, b"update")
+        held.write(other, b"update")
+        held.release(closing)
+        closing.write(b"close frame")
+        assert other.writes == []
+
+    assert closing.writes == [b"update", b"close frame"]
+    assert other.writes == [b"update"]
+
+
+def test_writes_outside_a_hold_are_not_held() -> None:
+    """
+    Without a hold, a broadcast write goes out at once.
+    """
+    held = HeldWrites()
+    transport = RecordingTransport()
+
+    held.write(transport, b"now")
+
+    assert transport.writes == [b"now"]

@@ -30,6 +30,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -303,13 +304,22 @@ class SQLiteStore:
     The document and app store on one SQLite file, for the reactor.
 
     @param reactor: provides C{IReactorTime} and C{IReactorFromThreads}.
+    @param around_commits: a context the commit notifications of one
+        transaction run in (Kraken holds broadcast writes in it, so that each
+        socket gets one write for the whole transaction).
     @ivar path: the database file.
     """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, data_dir: Path) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        data_dir: Path,
+        around_commits: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
         self.path = data_dir / "kraken.sqlite3"
+        self._around_commits = around_commits
         self._reactor = reactor
         self._writer = _Database(self.path, writer=True)
         self._reader = _Database(self.path, writer=False)
@@ -435,8 +445,9 @@ class SQLiteStore:
             self._write_failed(batch, error)
         else:
             self._committed()
-            for item in batch:
-                item.committed.callback(None)
+            with self._around_commits():
+                for item in batch:
+                    item.committed.callback(None)
 
         waiters, self._idle_waiters = self._idle_waiters, []
         for waiter in waiters:

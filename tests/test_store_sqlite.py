@@ -1,0 +1,175 @@
+"""
+The SQLite store on a real database file under the real reactor: appends
+committed inline once per reactor turn, reads and compaction merges on the
+store thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest_twisted
+from pycrdt import Doc, Text
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
+from twisted.internet.task import deferLater
+
+from kraken.store.sqlite import SQLiteStore
+
+
+def text_updates(*parts: str) -> list[bytes]:
+    """
+    One update per part, each appending it to the text of one document.
+    """
+    doc: Doc[Text] = Doc()
+    text = doc.get("text", type=Text)
+    updates = []
+    for part in parts:
+        before = doc.get_state()
+        text.insert(len(text), part)
+        updates.append(doc.get_update(before))
+    return updates
+
+
+def text_of(update: bytes | None) -> str:
+    doc: Doc[Text] = Doc()
+    if update is not None:
+        doc.apply_update(update)
+    return str(doc.get("text", type=Text))
+
+
+def stored_rows(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM updates").fetchone()
+    return int(count)
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(reactor, tmp_path)
+    opened.start()
+    yield opened
+    await opened.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_appends_of_one_turn_share_one_transaction_and_are_readable(
+    tmp_path: Path,
+) -> None:
+    """
+    Appends asked for in one reactor turn are committed together, their
+    notifications run inside the store's C{around_commits} context, and a
+    fresh connection (another process) sees them once they have fired.
+    """
+    seen: list[str] = []
+
+    @contextmanager
+    def around() -> Iterator[None]:
+        seen.append("enter")
+        yield
+        seen.append("exit")
+
+    store = SQLiteStore(reactor, tmp_path, around_commits=around)
+    store.start()
+    try:
+        committed = [
+            store.append("app", "room", update).addCallback(
+                lambda _, n=n: seen.append(f"commit {n}")
+            )
+            for n, update in enumerate(text_updates("a", "b", "c"))
+        ]
+        assert stored_rows(store.path) == 0
+
+        await DeferredList(committed, fireOnOneErrback=True)
+        await deferLater(reactor, 0, lambda: None)
+
+        assert seen == ["enter", "commit 0", "commit 1", "commit 2", "exit"]
+        assert stored_rows(store.path) == 3
+    finally:
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_reads_every_committed_append(store: SQLiteStore) -> None:
+    """
+    A load on the store thread's connection sees what the reactor's
+    connection committed.
+    """
+    await DeferredList(
+        [store.append("app", "room", u) for u in text_updates("hello ", "world")],
+        fireOnOneErrback=True,
+    )
+
+    loaded = await store.load("app", "room")
+
+    assert loaded.rows == 2
+    assert text_of(loaded.update) == "hello world"
+
+
+@pytest_twisted.ensureDeferred
+async def test_compaction_keeps_rows_appended_while_it_merges(
+    store: SQLiteStore,
+) -> None:
+    """
+    Rows appended between the merge (on the store thread) and the rewrite
+    (on the reactor) are kept after the snapshot.  The two steps are called
+    one by one here, so that the append lands between them every time.
+    """
+    first, second, late = text_updates("one ", "two ", "three")
+    await DeferredList(
+        [store.append("app", "room", u) for u in (first, second)],
+        fireOnOneErrback=True,
+    )
+
+    snapshot = store._reader.read_for_compaction("app", "room")
+    await store.append("app", "room", late)
+    assert snapshot is not None
+    store._writer.replace_up_to("app", "room", snapshot)
+    loaded = await store.load("app", "room")
+
+    assert text_of(snapshot.update) == "one two "
+    assert loaded.rows == 2
+    assert text_of(loaded.update) == "one two three"
+
+
+@pytest_twisted.ensureDeferred
+async def test_compact_merges_a_room_into_one_row(store: SQLiteStore) -> None:
+    """
+    Compaction leaves one row per room holding the whole document, and
+    touches no other room.
+    """
+    await DeferredList(
+        [store.append("app", "room", u) for u in text_updates("a", "b", "c")]
+        + [store.append("app", "other", u) for u in text_updates("x", "y")],
+        fireOnOneErrback=True,
+    )
+
+    compacted = await store.compact("app", "room")
+
+    assert compacted.rows == 1
+    assert text_of(compacted.update) == "abc"
+    assert (await store.load("app", "room")).rows == 1
+    assert (await store.load("app", "other")).rows == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_commit_fails_every_append_of_its_transaction(
+    store: SQLiteStore,
+) -> None:
+    """
+    When the transaction cannot be written, every append in it fails and
+    nothing of it is stored.
+    """
+    store._writer.close()
+    updates = text_updates("lost", "too")
+
+    results = await DeferredList(
+        [store.append("app", "room", u) for u in updates], consumeErrors=True
+    )
+
+    assert [ok for ok, _ in results] == [False, False]
+    assert stored_rows(store.path) == 0
+    store._writer = type(store._writer)(store.path, writer=True)
