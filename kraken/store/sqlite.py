@@ -326,7 +326,6 @@ class SQLiteStore:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="kraken-store")
         self._pending: list[_PendingAppend] = []
         self._flush_call: IDelayedCall | None = None
-        self._idle_waiters: list[Deferred[None]] = []
         self._uncheckpointed = 0
         self._checkpointing = False
         self._checkpoint_call: IDelayedCall | None = None
@@ -358,16 +357,6 @@ class SQLiteStore:
         closed = self._run(self._reader.close)
         closed.addBoth(close_writer)
         return closed
-
-    def wait_for_writes(self) -> Deferred[None]:
-        """
-        Fire once no append is waiting to be committed.
-        """
-        if not self._pending:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idle_waiters.append(waiter)
-        return waiter
 
     def list_apps(self) -> list[tuple[App, str]]:
         """
@@ -448,10 +437,6 @@ class SQLiteStore:
             with self._around_commits():
                 for item in batch:
                     item.committed.callback(None)
-
-        waiters, self._idle_waiters = self._idle_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
 
     def _write_failed(self, batch: list[_PendingAppend], error: Exception) -> None:
         self.log.error(
