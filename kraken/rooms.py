@@ -156,6 +156,7 @@ class Room:
         self._finished: set[int] = set()
         self._outbox: deque[_Outgoing] = deque()
         self._size = 0
+        self._unmeasured = 0
         self._stored_rows = 0
         self._compacting = False
         self._changes: list[bytes] = []
@@ -216,6 +217,7 @@ class Room:
             return
         self._changes.clear()
         self._size = stored.size
+        self._unmeasured = stored.size
         self._stored_rows = stored.rows
         self._state = _State.READY
 
@@ -358,11 +360,7 @@ class Room:
         self._changes.append(event.update)
 
     def _apply_update(self, member: Member, update: bytes) -> None:
-        if self._size + len(update) > self._limits.max_document_bytes:
-            raise DocumentTooLarge(
-                f"{self._size} stored + {len(update)} new bytes exceeds "
-                f"{self._limits.max_document_bytes}"
-            )
+        self._check_size(len(update))
 
         self._changes.clear()
         try:
@@ -381,6 +379,29 @@ class Room:
             self._record(change, exclude=member)
         self._changes.clear()
 
+    def _check_size(self, incoming: int) -> None:
+        """
+        Refuse an update that could grow the document past
+        C{max_document_bytes}.
+
+        The size is an estimate that only grows: the document's encoded size
+        when last measured, plus every change since.  Deleted text is
+        dropped from the document but not from the estimate, so before
+        refusing, the document is measured again, once at least a sixteenth
+        of the limit has been added since the last measurement (measuring
+        encodes the whole document).
+
+        @raise DocumentTooLarge: the update is refused.
+        """
+        limit = self._limits.max_document_bytes
+        if self._size + incoming > limit and self._unmeasured >= limit // 16:
+            self._size = len(self.doc.get_update())
+            self._unmeasured = 0
+        if self._size + incoming > limit:
+            raise DocumentTooLarge(
+                f"{self._size} stored + {incoming} new bytes exceeds {limit}"
+            )
+
     def _check_document(self) -> None:
         """
         After a panic in the CRDT library, make sure the document still
@@ -395,6 +416,7 @@ class Room:
         self._applied += 1
         seq = self._applied
         self._size += len(change)
+        self._unmeasured += len(change)
         self._outbox.append(_Outgoing(seq, encode_sync_update(change), exclude=exclude))
 
         committed = self._store.append(self.app_id, self.name, change)
@@ -431,24 +453,38 @@ class Room:
                     member.send(outgoing.frame)
 
     def _maybe_compact(self) -> None:
-        if self._compacting or self._stored_rows < self._compact_after_rows:
+        """
+        Replace the room's stored log with one snapshot of the document once
+        it has C{compact_after_rows} rows and every change is committed.
+
+        The snapshot is the in-memory document, whose deleted text pycrdt
+        has already dropped, so the stored size follows the document's size
+        and not the length of its history.
+        """
+        if (
+            self._compacting
+            or self._stored_rows < self._compact_after_rows
+            or self._committed != self._applied
+        ):
             return
+        snapshot = self.doc.get_update()
         self._compacting = True
+        self._size = len(snapshot)
+        self._unmeasured = 0
         rows_before = self._stored_rows
-        compacted = self._store.compact(self.app_id, self.name)
+        compacted = self._store.compact(self.app_id, self.name, snapshot)
         compacted.addCallbacks(
             self._compacted, self._compaction_failed, callbackArgs=(rows_before,)
         )
 
-    def _compacted(self, stored: StoredDocument, rows_before: int) -> None:
+    def _compacted(self, _: None, rows_before: int) -> None:
         self._compacting = False
         self._stored_rows = max(1, self._stored_rows - rows_before + 1)
-        self._size = stored.size
         self.log.debug(
             "Room {app}:{room} compacted to {size} bytes",
             app=self.app_id,
             room=self.name,
-            size=stored.size,
+            size=self._size,
         )
 
     def _compaction_failed(self, failure: Failure) -> None:

@@ -61,7 +61,7 @@ class FakeDocumentStore:
 
     loads: list[Deferred[StoredDocument]] = field(default_factory=list)
     appends: list[Append] = field(default_factory=list)
-    compactions: list[Deferred[StoredDocument]] = field(default_factory=list)
+    compactions: list[tuple[bytes, Deferred[None]]] = field(default_factory=list)
 
     def load(self, app_id: str, room: str) -> Deferred[StoredDocument]:
         loaded: Deferred[StoredDocument] = Deferred()
@@ -73,9 +73,9 @@ class FakeDocumentStore:
         self.appends.append(Append(app_id, room, update, committed))
         return committed
 
-    def compact(self, app_id: str, room: str) -> Deferred[StoredDocument]:
-        compacted: Deferred[StoredDocument] = Deferred()
-        self.compactions.append(compacted)
+    def compact(self, app_id: str, room: str, snapshot: bytes) -> Deferred[None]:
+        compacted: Deferred[None] = Deferred()
+        self.compactions.append((snapshot, compacted))
         return compacted
 
     def check(self) -> Deferred[None]:
@@ -991,8 +991,7 @@ def test_compaction_is_requested_again_once_the_log_regrows() -> None:
     for word in ("one", "two", "three"):
         world.receive(member, SyncUpdate(editor.insert(word)))
     world.store.commit_all()
-    snapshot = editor.doc.get_update()
-    world.store.compactions[0].callback(StoredDocument(snapshot, 1, len(snapshot)))
+    world.store.compactions[0][1].callback(None)
 
     world.receive(member, SyncUpdate(editor.insert("four")))
     world.store.commit_all()
@@ -1001,6 +1000,61 @@ def test_compaction_is_requested_again_once_the_log_regrows() -> None:
     world.receive(member, SyncUpdate(editor.insert("five")))
     world.store.commit_all()
     assert len(world.store.compactions) == 2
+
+
+def test_compaction_stores_the_document_without_its_deleted_text() -> None:
+    """
+    The snapshot a compaction stores is the in-memory document: text that
+    was inserted and deleted again is not in it.
+    """
+    world = World(compact_after_rows=2)
+    editor = Editor()
+    member = world.syncing("a")
+
+    world.receive(member, SyncUpdate(editor.insert("x" * 10_000)))
+    before = editor.doc.get_state()
+    editor.text.clear()
+    world.receive(member, SyncUpdate(editor.doc.get_update(before)))
+    world.store.commit_all()
+
+    [(snapshot, _)] = world.store.compactions
+    assert len(snapshot) < 200
+    assert world.room.size == len(snapshot)
+
+
+def test_inserting_and_deleting_past_the_limit_is_not_refused() -> None:
+    """
+    Text inserted and deleted again does not count against
+    max_document_bytes: a history longer than the limit is accepted while
+    the document itself stays small.
+    """
+    world = World(Limits(max_document_bytes=50_000), compact_after_rows=10_000)
+    editor = Editor()
+    member = world.syncing("a")
+
+    for _ in range(20):
+        world.receive(member, SyncUpdate(editor.insert("x" * 10_000)))
+        before = editor.doc.get_state()
+        editor.text.clear()
+        world.receive(member, SyncUpdate(editor.doc.get_update(before)))
+    world.store.commit_all()
+    world.receive(member, SyncUpdate(editor.insert("still here")))
+
+    assert room_text(world.room) == "still here"
+
+
+def test_measured_document_over_the_limit_is_still_refused() -> None:
+    """
+    Measuring the document again refuses what really would not fit.
+    """
+    world = World(Limits(max_document_bytes=50_000))
+    editor = Editor()
+    member = world.syncing("a")
+    world.receive(member, SyncUpdate(editor.insert("x" * 45_000)))
+    world.store.commit_all()
+
+    with pytest.raises(DocumentTooLarge):
+        world.receive(member, SyncUpdate(editor.insert("y" * 10_000)))
 
 
 def test_loaded_rows_count_towards_compaction() -> None:

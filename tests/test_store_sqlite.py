@@ -1,7 +1,6 @@
 """
 The SQLite store on a real database file under the real reactor: appends
-committed inline once per reactor turn, reads and compaction merges on the
-store thread.
+committed inline once per reactor turn, loads on the store thread.
 """
 
 from __future__ import annotations
@@ -110,48 +109,38 @@ async def test_load_reads_every_committed_append(store: SQLiteStore) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_compaction_keeps_rows_appended_while_it_merges(
+async def test_compaction_replaces_the_rows_before_it_and_keeps_later_ones(
     store: SQLiteStore,
 ) -> None:
     """
-    Rows appended between the merge (on the store thread) and the rewrite
-    (on the reactor) are kept after the snapshot.  The two steps are called
-    one by one here, so that the append lands between them every time.
-    """
-    first, second, late = text_updates("one ", "two ", "three")
-    await DeferredList(
-        [store.append("app", "room", u) for u in (first, second)],
-        fireOnOneErrback=True,
-    )
-
-    snapshot = store._reader.read_for_compaction("app", "room")
-    await store.append("app", "room", late)
-    assert snapshot is not None
-    store._writer.replace_up_to("app", "room", snapshot)
-    loaded = await store.load("app", "room")
-
-    assert text_of(snapshot.update) == "one two "
-    assert loaded.rows == 2
-    assert text_of(loaded.update) == "one two three"
-
-
-@pytest_twisted.ensureDeferred
-async def test_compact_merges_a_room_into_one_row(store: SQLiteStore) -> None:
-    """
-    Compaction leaves one row per room holding the whole document, and
+    A compaction commits the appends asked for before it, replaces every
+    row of the room with the snapshot, keeps appends made after it, and
     touches no other room.
     """
-    await DeferredList(
-        [store.append("app", "room", u) for u in text_updates("a", "b", "c")]
+    doc: Doc[Text] = Doc()
+    text = doc.get("text", type=Text)
+    text += "one "
+    one = doc.get_update()
+    before = doc.get_state()
+    text += "two "
+    two = doc.get_update(before)
+    snapshot = doc.get_update()
+    before = doc.get_state()
+    text += "three"
+    three = doc.get_update(before)
+    written = DeferredList(
+        [store.append("app", "room", u) for u in (one, two)]
         + [store.append("app", "other", u) for u in text_updates("x", "y")],
         fireOnOneErrback=True,
     )
 
-    compacted = await store.compact("app", "room")
+    await store.compact("app", "room", snapshot)
+    await written
+    await store.append("app", "room", three)
+    loaded = await store.load("app", "room")
 
-    assert compacted.rows == 1
-    assert text_of(compacted.update) == "abc"
-    assert (await store.load("app", "room")).rows == 1
+    assert loaded.rows == 2
+    assert text_of(loaded.update) == "one two three"
     assert (await store.load("app", "other")).rows == 2
 
 

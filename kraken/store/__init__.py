@@ -57,10 +57,11 @@ class DocumentStore(Protocol):
         Durably add an update to a room; fires once it is committed.
         """
 
-    def compact(self, app_id: str, room: str) -> Deferred[StoredDocument]:
+    def compact(self, app_id: str, room: str, snapshot: bytes) -> Deferred[None]:
         """
-        Merge a room's rows into one snapshot, in one transaction, without
-        touching rows appended meanwhile.
+        Replace every row of a room appended before this call with
+        C{snapshot}, a single update holding all of them, in one
+        transaction; rows appended after the call stay after it.
         """
 
     def check(self) -> Deferred[None]:

@@ -4,17 +4,17 @@ The embedded default store: one SQLite database in the data directory.
 Kraken writes on the reactor thread and reads on one worker thread, each over
 its own connection to the database:
 
-* every write (appended updates, the rewrite step of a compaction, apps, the
-  health check) is committed inline on the reactor.  In WAL mode with
+* every write (appended updates, a compaction's snapshot, apps, the health
+  check) is committed inline on the reactor.  In WAL mode with
   C{synchronous=NORMAL} a commit is a few small C{write} calls and no
   C{fsync}, about 16 microseconds, much less than handing the work to a
   thread and back (about 100 microseconds of CPU).  Appends asked for during
   one turn of the reactor are committed together at the start of the next,
   so that under load few, larger transactions are written;
-* reads that can take long (loading a room, reading and merging a room's
-  rows for compaction) and WAL checkpoints, which call C{fsync}, run on the
-  worker thread, so that a 10 MB document or a slow disk never stalls the
-  reactor.  Readers never block the writer in WAL mode.
+* reads that can take long (loading and merging a room's rows) and WAL
+  checkpoints, which call C{fsync}, run on the worker thread, so that a
+  slow disk never stalls the reactor.  Readers never block the writer in
+  WAL mode.
 
 A committed update survives the server being killed, but the last commits
 before a power failure or kernel crash may be lost.  Deleting an app with
@@ -149,35 +149,18 @@ class _Database:
         ).fetchall()
         return _merged(rows)
 
-    def read_for_compaction(self, app_id: str, room: str) -> _Snapshot | None:
+    def replace_room(self, app_id: str, room: str, snapshot: bytes) -> None:
         """
-        A room's rows merged into one, with the id of the last row merged and
-        how many rows there were; C{None} for a room without rows.
-        """
-        rows = self._connection.execute(
-            "SELECT id, data FROM updates WHERE app_id = ? AND room = ? ORDER BY id",
-            (app_id, room),
-        ).fetchall()
-        if not rows:
-            return None
-        merged = _merged([(data,) for _, data in rows])
-        assert merged.update is not None
-        return _Snapshot(rows[-1][0], merged.update, len(rows))
-
-    def replace_up_to(self, app_id: str, room: str, snapshot: _Snapshot) -> None:
-        """
-        Replace a room's rows up to C{snapshot.last_id} with the snapshot.
-        Rows appended since the snapshot was read have larger ids and stay.
+        Replace every row of a room with one row holding C{snapshot}.
         """
 
         def rewrite(connection: sqlite3.Connection) -> None:
             connection.execute(
-                "DELETE FROM updates WHERE app_id = ? AND room = ? AND id < ?",
-                (app_id, room, snapshot.last_id),
+                "DELETE FROM updates WHERE app_id = ? AND room = ?", (app_id, room)
             )
             connection.execute(
-                "UPDATE updates SET data = ? WHERE id = ? AND app_id = ? AND room = ?",
-                (snapshot.update, snapshot.last_id, app_id, room),
+                "INSERT INTO updates (app_id, room, data) VALUES (?, ?, ?)",
+                (app_id, room, snapshot),
             )
 
         self._transaction(rewrite)
@@ -260,17 +243,6 @@ def _merged(rows: list[tuple[bytes]]) -> StoredDocument:
     updates = [row[0] for row in rows]
     merged = updates[0] if len(updates) == 1 else merge_updates(*updates)
     return StoredDocument(merged, len(updates), len(merged))
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """
-    A room's C{rows} rows up to C{last_id}, merged into one update.
-    """
-
-    last_id: int
-    update: bytes
-    rows: int
 
 
 def _app_fields(app: App) -> tuple[str, str, str, str | None, str | None]:
@@ -385,24 +357,13 @@ class SQLiteStore:
     def load(self, app_id: str, room: str) -> Deferred[StoredDocument]:
         return self._run(self._reader.load, app_id, room)
 
-    def compact(self, app_id: str, room: str) -> Deferred[StoredDocument]:
+    def compact(self, app_id: str, room: str, snapshot: bytes) -> Deferred[None]:
         """
-        Merge a room's rows on the worker thread, then replace them on the
-        reactor; rows appended meanwhile are kept.
+        Replace a room's rows with C{snapshot}, after committing the appends
+        asked for before, so that none of them is lost or lands before it.
         """
-        read = self._run(self._reader.read_for_compaction, app_id, room)
-        return read.addCallback(self._replace, app_id, room)
-
-    def _replace(
-        self, snapshot: _Snapshot | None, app_id: str, room: str
-    ) -> Deferred[StoredDocument]:
-        if snapshot is None:
-            return succeed(StoredDocument(None, 0, 0))
-        stored = StoredDocument(snapshot.update, 1, len(snapshot.update))
-        if snapshot.rows < 2:
-            return succeed(stored)
-        replaced = self._inline(self._writer.replace_up_to, app_id, room, snapshot)
-        return replaced.addCallback(lambda _: stored)
+        self._flush()
+        return self._inline(self._writer.replace_room, app_id, room, snapshot)
 
     def check(self) -> Deferred[None]:
         return self._inline(self._writer.check)
