@@ -324,11 +324,19 @@ class KrakenRequest(Request):
             content.write(data[:room])
 
 
+#: Seconds an HTTP connection may stay silent before Kraken closes it: a
+#: request head that never ends, or an idle keep-alive connection.  Twisted's
+#: default is 12 hours.  A connection upgraded to a WebSocket is not affected
+#: (twisted.web stops the timer while a request is handled, and an upgrade
+#: is never finished); WebSocket pings watch those.
+HTTP_IDLE_TIMEOUT = 30
+
+
 def make_site(root: KrakenRoot) -> Site:
     """
     The site serving C{root}, with an access log that never shows a token.
     """
-    site = Site(root, logFormatter=redacted_log_formatter)
+    site = Site(root, logFormatter=redacted_log_formatter, timeout=HTTP_IDLE_TIMEOUT)
     site.requestFactory = KrakenRequest
     site.displayTracebacks = False
     return site
