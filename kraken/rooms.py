@@ -53,6 +53,11 @@ from kraken.sync import (
 #: Seconds after which an awareness state that was not renewed is removed.
 AWARENESS_TIMEOUT = 30.0
 
+#: Bytes of stored updates after which a room is compacted even with fewer
+#: than C{compact_after_rows} rows, so that a few big pastes that were
+#: deleted again do not stay on disk.
+COMPACT_AFTER_BYTES = 8 * 1024 * 1024
+
 #: The state vector of a client that holds nothing yet.
 _EMPTY_STATE_VECTOR = b"\x00"
 
@@ -86,7 +91,13 @@ class Member(Protocol):
 class DocumentTooLarge(Exception):
     """
     An update would grow the document past C{max_document_bytes}.
+
+    @ivar size: the size, in bytes, the document could have grown to.
     """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes would exceed {limit}")
+        self.size = size
 
 
 class RoomUnavailable(Exception):
@@ -158,6 +169,7 @@ class Room:
         self._size = 0
         self._unmeasured = 0
         self._stored_rows = 0
+        self._stored_bytes = 0
         self._compacting = False
         self._changes: list[bytes] = []
         self._whole_document: bytes | None = None
@@ -219,6 +231,7 @@ class Room:
         self._size = stored.size
         self._unmeasured = stored.size
         self._stored_rows = stored.rows
+        self._stored_bytes = stored.size
         self._state = _State.READY
 
         joining, self._joining = self._joining, []
@@ -398,9 +411,7 @@ class Room:
             self._size = len(self.doc.get_update())
             self._unmeasured = 0
         if self._size + incoming > limit:
-            raise DocumentTooLarge(
-                f"{self._size} stored + {incoming} new bytes exceeds {limit}"
-            )
+            raise DocumentTooLarge(self._size + incoming, limit)
 
     def _check_document(self) -> None:
         """
@@ -421,13 +432,14 @@ class Room:
 
         committed = self._store.append(self.app_id, self.name, change)
         committed.addCallbacks(
-            self._committed_to, self._commit_failed, callbackArgs=(seq,)
+            self._committed_to, self._commit_failed, callbackArgs=(seq, len(change))
         )
 
-    def _committed_to(self, _: None, seq: int) -> None:
+    def _committed_to(self, _: None, seq: int, size: int) -> None:
         if self._state is _State.CLOSED:
             return
         self._stored_rows += 1
+        self._stored_bytes += size
         self._finished.add(seq)
         while self._committed + 1 in self._finished:
             self._committed += 1
@@ -455,7 +467,8 @@ class Room:
     def _maybe_compact(self) -> None:
         """
         Replace the room's stored log with one snapshot of the document once
-        it has C{compact_after_rows} rows and every change is committed.
+        it has C{compact_after_rows} rows or L{COMPACT_AFTER_BYTES} bytes, and
+        every change is committed.
 
         The snapshot is the in-memory document, whose deleted text pycrdt
         has already dropped, so the stored size follows the document's size
@@ -463,7 +476,10 @@ class Room:
         """
         if (
             self._compacting
-            or self._stored_rows < self._compact_after_rows
+            or (
+                self._stored_rows < self._compact_after_rows
+                and self._stored_bytes < COMPACT_AFTER_BYTES
+            )
             or self._committed != self._applied
         ):
             return
@@ -472,6 +488,7 @@ class Room:
         self._size = len(snapshot)
         self._unmeasured = 0
         rows_before = self._stored_rows
+        self._stored_bytes = len(snapshot)
         compacted = self._store.compact(self.app_id, self.name, snapshot)
         compacted.addCallbacks(
             self._compacted, self._compaction_failed, callbackArgs=(rows_before,)

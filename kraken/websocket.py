@@ -330,8 +330,9 @@ class RoomProtocol(WebSocketServerProtocol):
             self._count_garbage()
         except ProtocolError as error:
             self._refuse(CloseCode.PROTOCOL_ERROR, "malformed-message", str(error))
-        except DocumentTooLarge:
-            self._warn_limit("max-document-bytes", len(payload))
+        except DocumentTooLarge as refused:
+            # The size logged is what the document would have grown to.
+            self._warn_limit("max-document-bytes", refused.size)
             self.close(CloseCode.DOCUMENT_TOO_LARGE, "document too large")
 
     def _receive_text(self, payload: bytes) -> None:

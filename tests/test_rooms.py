@@ -15,6 +15,7 @@ from pycrdt import Doc, Text
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+import kraken.rooms
 from kraken.awareness import (
     AwarenessEntry,
     decode_awareness_update,
@@ -1045,7 +1046,8 @@ def test_inserting_and_deleting_past_the_limit_is_not_refused() -> None:
 
 def test_measured_document_over_the_limit_is_still_refused() -> None:
     """
-    Measuring the document again refuses what really would not fit.
+    Measuring the document again refuses what really would not fit, and the
+    refusal carries the size the document would have grown to.
     """
     world = World(Limits(max_document_bytes=50_000))
     editor = Editor()
@@ -1053,8 +1055,34 @@ def test_measured_document_over_the_limit_is_still_refused() -> None:
     world.receive(member, SyncUpdate(editor.insert("x" * 45_000)))
     world.store.commit_all()
 
-    with pytest.raises(DocumentTooLarge):
-        world.receive(member, SyncUpdate(editor.insert("y" * 10_000)))
+    update = editor.insert("y" * 10_000)
+
+    with pytest.raises(DocumentTooLarge) as refused:
+        world.receive(member, SyncUpdate(update))
+
+    # What the warning logs: the size the document would have grown to.
+    assert refused.value.size >= 45_000 + len(update)
+
+
+def test_compaction_is_requested_after_compact_after_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    A few big updates get a room compacted before it has
+    C{compact_after_rows} rows, so that deleted pastes leave the disk.
+    """
+    monkeypatch.setattr(kraken.rooms, "COMPACT_AFTER_BYTES", 20_000)
+    world = World(compact_after_rows=500)
+    editor = Editor()
+    member = world.syncing("a")
+
+    world.receive(member, SyncUpdate(editor.insert("x" * 15_000)))
+    world.store.commit_all()
+    assert world.store.compactions == []
+
+    world.receive(member, SyncUpdate(editor.insert("y" * 15_000)))
+    world.store.commit_all()
+    assert len(world.store.compactions) == 1
 
 
 def test_loaded_rows_count_towards_compaction() -> None:
