@@ -53,9 +53,9 @@ from kraken.sync import (
 #: Seconds after which an awareness state that was not renewed is removed.
 AWARENESS_TIMEOUT = 30.0
 
-#: Bytes of stored updates after which a room is compacted even with fewer
-#: than C{compact_after_rows} rows, so that a few big pastes that were
-#: deleted again do not stay on disk.
+#: Bytes of updates stored after a room's snapshot after which it is
+#: compacted even with fewer than C{compact_after_rows} rows, so that a few
+#: big pastes that were deleted again do not stay on disk.
 COMPACT_AFTER_BYTES = 8 * 1024 * 1024
 
 #: The state vector of a client that holds nothing yet.
@@ -169,7 +169,7 @@ class Room:
         self._size = 0
         self._unmeasured = 0
         self._stored_rows = 0
-        self._stored_bytes = 0
+        self._bytes_since_snapshot = 0
         self._compacting = False
         self._changes: list[bytes] = []
         self._whole_document: bytes | None = None
@@ -231,7 +231,8 @@ class Room:
         self._size = stored.size
         self._unmeasured = stored.size
         self._stored_rows = stored.rows
-        self._stored_bytes = stored.size
+        # A room stored as one row is a snapshot; more rows are history.
+        self._bytes_since_snapshot = stored.size if stored.rows > 1 else 0
         self._state = _State.READY
 
         joining, self._joining = self._joining, []
@@ -439,7 +440,7 @@ class Room:
         if self._state is _State.CLOSED:
             return
         self._stored_rows += 1
-        self._stored_bytes += size
+        self._bytes_since_snapshot += size
         self._finished.add(seq)
         while self._committed + 1 in self._finished:
             self._committed += 1
@@ -467,8 +468,8 @@ class Room:
     def _maybe_compact(self) -> None:
         """
         Replace the room's stored log with one snapshot of the document once
-        it has C{compact_after_rows} rows or L{COMPACT_AFTER_BYTES} bytes, and
-        every change is committed.
+        it has C{compact_after_rows} rows or L{COMPACT_AFTER_BYTES} bytes of
+        updates after its last snapshot, and every change is committed.
 
         The snapshot is the in-memory document, whose deleted text pycrdt
         has already dropped, so the stored size follows the document's size
@@ -478,7 +479,7 @@ class Room:
             self._compacting
             or (
                 self._stored_rows < self._compact_after_rows
-                and self._stored_bytes < COMPACT_AFTER_BYTES
+                and self._bytes_since_snapshot < COMPACT_AFTER_BYTES
             )
             or self._committed != self._applied
         ):
@@ -488,7 +489,7 @@ class Room:
         self._size = len(snapshot)
         self._unmeasured = 0
         rows_before = self._stored_rows
-        self._stored_bytes = len(snapshot)
+        self._bytes_since_snapshot = 0
         compacted = self._store.compact(self.app_id, self.name, snapshot)
         compacted.addCallbacks(
             self._compacted, self._compaction_failed, callbackArgs=(rows_before,)
