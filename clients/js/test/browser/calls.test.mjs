@@ -3,12 +3,11 @@
 // and closing a page.
 
 import assert from 'node:assert/strict'
-import { after, afterEach, before, test } from 'node:test'
+import { test } from 'node:test'
 
-import { assertVideoPlays, openPage, pageWait, startWorld } from './harness.mjs'
+import { assertVideoPlays, openPage, pageWait, worldPerFile } from './harness.mjs'
 
-let world
-let context
+const shared = worldPerFile()
 let roomCounter = 0
 
 function freshRoom() {
@@ -16,26 +15,13 @@ function freshRoom() {
   return `calls-${roomCounter}`
 }
 
-before(async () => {
-  world = await startWorld()
-})
-
-after(async () => {
-  await world?.close()
-})
-
-afterEach(async () => {
-  await context?.close()
-  context = null
-})
-
 /** Two pages in one room that see each other. */
 async function twoPeers(params = {}) {
-  context = await world.browser.newContext()
+  const context = await shared.newContext()
   const room = freshRoom()
-  const alice = await openPage(context, world, 'call.html', { room, name: 'Alice', peerId: 'alice', ...params })
+  const alice = await openPage(context, shared.world, 'call.html', { room, name: 'Alice', peerId: 'alice', ...params })
   await alice.evaluate(() => window.test.connected)
-  const bob = await openPage(context, world, 'call.html', { room, name: 'Bob', peerId: 'bob', ...params })
+  const bob = await openPage(context, shared.world, 'call.html', { room, name: 'Bob', peerId: 'bob', ...params })
   await bob.evaluate(() => window.test.connected)
   await pageWait(alice, () => document.querySelector('#peers li[data-peer-id="bob"]'), null, { what: 'Bob in Alice list' })
   return { alice, bob }

@@ -4,6 +4,7 @@
 // is stopped by the `close()` it gets back.
 
 import { createServer } from 'node:http'
+import { after, afterEach, before } from 'node:test'
 import { mkdirSync, readFileSync, readdirSync, copyFileSync, existsSync, symlinkSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { networkInterfaces } from 'node:os'
@@ -169,6 +170,33 @@ export async function startWorld() {
     await close()
     throw error
   }
+}
+
+/**
+ * One world for a test file, started before its first test and closed after
+ * its last, and a fresh browser context per test, closed after it.
+ * `shared.world` is the world; `await shared.newContext()` the context.
+ */
+export function worldPerFile() {
+  const shared = {
+    world: null,
+    context: null,
+    async newContext() {
+      shared.context = await shared.world.browser.newContext()
+      return shared.context
+    },
+  }
+  before(async () => {
+    shared.world = await startWorld()
+  })
+  after(async () => {
+    await shared.world?.close()
+  })
+  afterEach(async () => {
+    await shared.context?.close()
+    shared.context = null
+  })
+  return shared
 }
 
 /** Open a test page with its configuration in the query string. */

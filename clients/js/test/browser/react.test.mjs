@@ -3,31 +3,17 @@
 // or peer connection behind when it unmounts.
 
 import assert from 'node:assert/strict'
-import { after, afterEach, before, test } from 'node:test'
+import { test } from 'node:test'
 
-import { assertVideoPlays, openPage, pageWait, startWorld } from './harness.mjs'
+import { assertVideoPlays, openPage, pageWait, worldPerFile } from './harness.mjs'
 
-let world
-let context
-
-before(async () => {
-  world = await startWorld()
-})
-
-after(async () => {
-  await world?.close()
-})
-
-afterEach(async () => {
-  await context?.close()
-  context = null
-})
+const shared = worldPerFile()
 
 test('a React page built from the hooks renders the peer list and completes a call', async () => {
-  context = await world.browser.newContext()
+  const context = await shared.newContext()
   const room = 'react-call'
-  const alice = await openPage(context, world, 'react.html', { room, name: 'Alice' })
-  const bob = await openPage(context, world, 'react.html', { room, name: 'Bob' })
+  const alice = await openPage(context, shared.world, 'react.html', { room, name: 'Alice' })
+  const bob = await openPage(context, shared.world, 'react.html', { room, name: 'Bob' })
 
   await pageWait(alice, () => document.querySelector('#peers li .name')?.textContent === 'Bob', null, {
     what: 'Bob in Alice list',
@@ -63,10 +49,10 @@ test('a React page built from the hooks renders the peer list and completes a ca
 })
 
 test('unmounting in a call closes the socket, the peer connection and every track', async () => {
-  context = await world.browser.newContext()
+  const context = await shared.newContext()
   const room = 'react-unmount'
-  const alice = await openPage(context, world, 'react.html', { room, name: 'Alice' })
-  const bob = await openPage(context, world, 'react.html', { room, name: 'Bob', accept: 'auto' })
+  const alice = await openPage(context, shared.world, 'react.html', { room, name: 'Alice' })
+  const bob = await openPage(context, shared.world, 'react.html', { room, name: 'Bob', accept: 'auto' })
   await pageWait(alice, () => document.querySelector('#peers li .call'), null, { what: 'Bob in the list' })
   await alice.click('#peers li .call')
   await assertVideoPlays(alice, '#remote video')

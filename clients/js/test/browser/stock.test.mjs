@@ -3,33 +3,19 @@
 // server), and KrakenClient with a doc joins the same document.
 
 import assert from 'node:assert/strict'
-import { after, afterEach, before, test } from 'node:test'
+import { test } from 'node:test'
 
-import { openPage, pageWait, startWorld } from './harness.mjs'
+import { openPage, pageWait, worldPerFile } from './harness.mjs'
 
-let world
-let context
-
-before(async () => {
-  world = await startWorld()
-})
-
-after(async () => {
-  await world?.close()
-})
-
-afterEach(async () => {
-  await context?.close()
-  context = null
-})
+const shared = worldPerFile()
 
 const text = (tab) => tab.evaluate(() => window.test.text())
 
 test('two pages with stock WebsocketProviders converge on the same text', async () => {
-  context = await world.browser.newContext()
+  const context = await shared.newContext()
   const room = 'stock-converge'
-  const one = await openPage(context, world, 'stock.html', { room, kind: 'stock' })
-  const two = await openPage(context, world, 'stock.html', { room, kind: 'stock' })
+  const one = await openPage(context, shared.world, 'stock.html', { room, kind: 'stock' })
+  const two = await openPage(context, shared.world, 'stock.html', { room, kind: 'stock' })
   for (const tab of [one, two]) {
     await pageWait(tab, () => window.test.synced, null, { what: 'the provider to sync' })
   }
@@ -50,7 +36,7 @@ test('two pages with stock WebsocketProviders converge on the same text', async 
 
   // A page that joins later gets the document from the server, and a
   // KrakenClient with a doc converges with the stock clients.
-  const three = await openPage(context, world, 'stock.html', { room, kind: 'kraken' })
+  const three = await openPage(context, shared.world, 'stock.html', { room, kind: 'kraken' })
   await pageWait(three, () => window.test.synced, null, { what: 'KrakenClient to sync' })
   assert.equal(await text(three), await text(one))
   await three.evaluate(() => window.test.insert(0, 'K'))
