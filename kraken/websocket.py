@@ -38,7 +38,7 @@ from kraken.sync import (
     decode_message,
     encode_permission_denied,
 )
-from kraken.wire import binary_frame, buffered_bytes, held_writes
+from kraken.wire import binary_frame, buffered_bytes, held_writes, read_binary_frame
 
 #: Bad messages (oversized awareness states and the like) a connection may
 #: send before it is closed with 1008.
@@ -47,6 +47,9 @@ GARBAGE_BUDGET = 20
 #: Messages up to this size are kept, framed, for the next member of a
 #: broadcast; larger ones (a step 2 of a big document) are not held on to.
 _FRAMED_CACHE_BYTES = 64 * 1024
+
+#: Autobahn's state of an open connection.
+_OPEN = WebSocketProtocol.STATE_OPEN
 
 #: The traffic counter all connections share (see L{RoomProtocol}).
 _UNREAD_TRAFFIC_STATS = TrafficStats()
@@ -218,6 +221,38 @@ class RoomProtocol(WebSocketServerProtocol):
 
     def _join_failed(self, failure: Failure) -> None:
         self.close(CloseCode.SERVER_ERROR, "the room could not be loaded")
+
+    def _dataReceived(self, data: bytes) -> None:
+        """
+        Take the common frames (see L{read_binary_frame}) straight to
+        L{onMessage}, and give Autobahn the rest, from the first frame that
+        is not one of them: control frames, text, fragments, a partial frame
+        or anything to check.
+        """
+        if (
+            self.state != _OPEN
+            or self.data
+            or self.current_frame is not None
+            or self.inside_message
+            or self.failedByMe
+            or self._perMessageCompress is not None
+        ):
+            super()._dataReceived(data)
+            return
+
+        position = 0
+        limit = self._limits.max_message_bytes
+        while self.state == _OPEN:
+            frame = read_binary_frame(data, position, limit)
+            if frame is None:
+                break
+            payload, position = frame
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()
+            self.onMessage(payload, True)
+
+        if position < len(data):
+            super()._dataReceived(data[position:] if position else data)
 
     def onMessageFrameBegin(self, length: int) -> None:
         """

@@ -12,6 +12,7 @@ import pytest_twisted
 from pycrdt import Doc, Text
 from twisted.logger import LogEvent
 
+from bench.wsraw import OP_BINARY, OP_CONTINUATION, OP_PING, frame_bytes
 from kraken.awareness import AwarenessEntry, encode_awareness_update
 from kraken.config import Limits
 from kraken.sync import (
@@ -106,6 +107,48 @@ async def test_bad_input_closes_only_that_connection(
     assert len(warnings(log_events)) == 1, [
         event.get("log_format") for event in warnings(log_events)
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_of_every_kind_in_one_read_are_handled_in_order(
+    start_kraken: Start,
+) -> None:
+    """
+    Kraken reads plain binary frames itself and leaves the others to
+    Autobahn; when both kinds arrive in one TCP read (a ping between
+    updates, a fragmented update, a frame cut in two) every one is handled,
+    in order.
+    """
+    kraken = await start_kraken()
+    writer, reader = await kraken.synced(), await kraken.synced()
+    pongs: list[bytes] = []
+    writer.onPong = pongs.append  # type: ignore[method-assign]
+    doc: Doc[Text] = Doc()
+    text = doc.get("text", type=Text)
+    updates = []
+    for part in ("one ", "two ", "three ", "four ", "five"):
+        before = doc.get_state()
+        text += part
+        updates.append(encode_sync_update(doc.get_update(before)))
+    fragmented = frame_bytes(OP_BINARY, updates[2][:3], fin=False) + frame_bytes(
+        OP_CONTINUATION, updates[2][3:]
+    )
+    cut = frame_bytes(OP_BINARY, updates[4])
+
+    writer.transport.write(
+        frame_bytes(OP_BINARY, updates[0])
+        + frame_bytes(OP_PING, b"are you there")
+        + frame_bytes(OP_BINARY, updates[1])
+        + fragmented
+        + frame_bytes(OP_BINARY, updates[3])
+        + cut[:5]
+    )
+    await reader.wait_text("one two three four ")
+    writer.transport.write(cut[5:])
+    await reader.wait_text("one two three four five")
+
+    assert pongs == [b"are you there"]
+    assert await kraken.stored_text() == "one two three four five"
 
 
 @pytest_twisted.ensureDeferred

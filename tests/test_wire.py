@@ -15,7 +15,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from kraken.wire import HeldWrites, binary_frame, buffered_bytes, write_now
+from bench.wsraw import OP_BINARY, OP_PING, OP_TEXT, frame_bytes
+from kraken.wire import (
+    HeldWrites,
+    binary_frame,
+    buffered_bytes,
+    read_binary_frame,
+    write_now,
+)
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -29,6 +36,75 @@ def test_binary_frame_is_the_frame_autobahn_builds(size: int) -> None:
     expected = PreparedMessage(payload, True, False, True).payloadHybi
 
     assert binary_frame(payload) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 1025, 2048])
+def test_read_binary_frame_unmasks_a_client_frame(size: int) -> None:
+    """
+    A masked client frame of each length class Kraken reads itself comes
+    back as its payload, with the offset of the next frame.
+    """
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    before = b"\x00\x01\x02"
+    frame = frame_bytes(OP_BINARY, payload)
+
+    read = read_binary_frame(before + frame + b"next", len(before), 1 << 20)
+
+    assert read == (payload, len(before) + len(frame))
+
+
+def test_read_binary_frame_reads_consecutive_frames() -> None:
+    """
+    The offset returned is where the next frame starts.
+    """
+    data = frame_bytes(OP_BINARY, b"first") + frame_bytes(OP_BINARY, b"second")
+
+    first = read_binary_frame(data, 0, 100)
+    assert first is not None
+    second = read_binary_frame(data, first[1], 100)
+
+    assert (first[0], second) == (b"first", (b"second", len(data)))
+
+
+def _unmasked(frame: bytes) -> bytes:
+    header = bytes((frame[0], frame[1] & 0x7F))
+    return header + b"\x00" * 4 + frame[6:]
+
+
+LEFT_TO_AUTOBAHN = {
+    "text": frame_bytes(OP_TEXT, b"hello"),
+    "ping": frame_bytes(OP_PING, b"hello"),
+    "first-fragment": frame_bytes(OP_BINARY, b"hello", fin=False),
+    "extension-bit": bytes((0xC2,)) + frame_bytes(OP_BINARY, b"hello")[1:],
+    "unmasked": _unmasked(frame_bytes(OP_BINARY, b"hello")),
+    "64-bit-length": frame_bytes(OP_BINARY, bytes(70000)),
+    "over-2-KiB": frame_bytes(OP_BINARY, bytes(2049)),
+    "incomplete": frame_bytes(OP_BINARY, bytes(50))[:-1],
+    "incomplete-header": frame_bytes(OP_BINARY, bytes(200))[:3],
+    "non-minimal-length": bytes((0x82, 0xFE, 0, 5)) + bytes(4) + b"hello",
+}
+
+
+@pytest.mark.parametrize(
+    "data", list(LEFT_TO_AUTOBAHN.values()), ids=list(LEFT_TO_AUTOBAHN)
+)
+def test_read_binary_frame_leaves_every_other_frame_to_autobahn(data: bytes) -> None:
+    """
+    Frames that are not complete, masked, unfragmented binary frames within
+    the size limit are not read, so that Autobahn parses and checks them.
+    """
+    assert read_binary_frame(data, 0, 1 << 20) is None
+
+
+def test_read_binary_frame_leaves_a_message_over_the_limit_to_autobahn() -> None:
+    """
+    A frame over the message size limit is not read, so that Autobahn
+    reports its size to Kraken, which refuses it.
+    """
+    frame = frame_bytes(OP_BINARY, bytes(101))
+
+    assert read_binary_frame(frame, 0, 100) is None
+    assert read_binary_frame(frame, 0, 101) == (bytes(101), len(frame))
 
 
 class Collector(Protocol):
