@@ -29,6 +29,7 @@ from pycrdt import Doc, Text
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
+from kraken.store import appended
 from kraken.store.sqlite import SQLiteStore
 
 
@@ -94,7 +95,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         for index, update in enumerate(small):
             before = time.perf_counter()
-            committed.append(store.append("bench", f"room-{index % 10}", update))
+            committed.append(appended(store, "bench", f"room-{index % 10}", update))
             append_times.append(time.perf_counter() - before)
             if index % 100 == 99:
                 await task.deferLater(reactor, 0, lambda: None)
@@ -113,7 +114,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["timer_lateness_ms_max_appending"] = round(probe.stop() * 1000, 2)
 
         big = updates_for(args.big_mb)
-        await DeferredList([store.append("bench", "big", u) for u in big])
+        await DeferredList([appended(store, "bench", "big", u) for u in big])
         probe.start()
         before = time.perf_counter()
         loaded = await store.load("bench", "big")

@@ -164,7 +164,6 @@ class Room:
         self.peers: PeerDirectory[Member] = PeerDirectory(limits.max_peers_per_room)
         self._applied = 0
         self._committed = 0
-        self._finished: set[int] = set()
         self._outbox: deque[_Outgoing] = deque()
         self._size = 0
         self._unmeasured = 0
@@ -426,32 +425,31 @@ class Room:
 
     def _record(self, change: bytes, exclude: Member | None) -> None:
         self._applied += 1
-        seq = self._applied
         self._size += len(change)
         self._unmeasured += len(change)
-        self._outbox.append(_Outgoing(seq, encode_sync_update(change), exclude=exclude))
-
-        committed = self._store.append(self.app_id, self.name, change)
-        committed.addCallbacks(
-            self._committed_to, self._commit_failed, callbackArgs=(seq, len(change))
+        self._bytes_since_snapshot += len(change)
+        self._outbox.append(
+            _Outgoing(self._applied, encode_sync_update(change), exclude=exclude)
         )
+        self._store.append(self.app_id, self.name, change, self)
 
-    def _committed_to(self, _: None, seq: int, size: int) -> None:
+    def appends_committed(self, count: int) -> None:
+        """
+        Forward what the store has committed (the room is the
+        L{kraken.store.AppendListener} of its appends, which are committed
+        in order).
+        """
         if self._state is _State.CLOSED:
             return
-        self._stored_rows += 1
-        self._bytes_since_snapshot += size
-        self._finished.add(seq)
-        while self._committed + 1 in self._finished:
-            self._committed += 1
-            self._finished.remove(self._committed)
+        self._stored_rows += count
+        self._committed += count
         self._send_committed()
         self._maybe_compact()
         if self.is_idle():
             self._on_idle(self)
 
-    def _commit_failed(self, failure: Failure) -> None:
-        self.fail(f"an update could not be stored: {failure.getErrorMessage()}")
+    def appends_failed(self, reason: str) -> None:
+        self.fail(f"an update could not be stored: {reason}")
 
     def _send_committed(self) -> None:
         outbox = self._outbox

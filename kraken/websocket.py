@@ -199,12 +199,6 @@ class RoomProtocol(WebSocketServerProtocol):
         self._allowance_at = self._opened_at
         self._signal_allowance = float(self._limits.max_signals_per_second)
         self._signal_allowance_at = self._opened_at
-        self._log.info(
-            "Connection opened: app {app}, room {room}, peer {peer}",
-            app=self.admission.app_id,
-            room=self.admission.room,
-            peer=self.peer,
-        )
 
         self._pause_reads()
         joined = self.factory.rooms.join(

@@ -158,7 +158,7 @@ def test_absolute_form_request_target_names_the_right_room(
     )
 
     assert line.split(" ")[1] == "101"
-    kraken.wait_for_log(r"Connection opened: app absolute, room abs-room,")
+    kraken.wait_for_log(r"Connection closed: app absolute, room abs-room,")
 
 
 def test_text_fields_with_lone_surrogates_are_refused(kraken: KrakenProcess) -> None:

@@ -335,7 +335,7 @@ def test_log_never_contains_a_token(kraken: KrakenProcess, driver: NodeDriver) -
     kraken.wait_for_log(r"Server Shut Down")
     log = kraken.log_text()
 
-    assert "Connection opened: app log-app" in log
+    assert "Connection closed: app log-app" in log
     assert "Handshake refused" in log
     secrets = {
         "app token": app_token,

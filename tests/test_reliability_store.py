@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, fail
 from bench.crash import integrity
 from bench.harness import joined, started_kraken, wait_until
 from bench.wsraw import OP_BINARY, Frame, sync_payload, sync_update
-from kraken.store import StoredDocument, StoreError
+from kraken.store import AppendListener, StoredDocument, StoreError
 from kraken.sync import AwarenessMessage
 from tests import wsclients
 from tests.interop.yclients import NodeDriver
@@ -262,9 +262,11 @@ async def test_room_that_cannot_be_loaded_closes_1011_and_writes_nothing(
     appended: list[str] = []
     original_append = store.append
 
-    def recording_append(app_id: str, room: str, update: bytes) -> Deferred[None]:
+    def recording_append(
+        app_id: str, room: str, update: bytes, listener: AppendListener
+    ) -> None:
         appended.append(room)
-        return original_append(app_id, room, update)
+        original_append(app_id, room, update, listener)
 
     def failing_load(app_id: str, room: str) -> Deferred[StoredDocument]:
         return fail(StoreError("disk I/O error"))
@@ -324,12 +326,12 @@ async def test_update_whose_commit_fails_reaches_no_one(
     writer, reader = await kraken.synced(), await kraken.synced()
     writer.insert("kept")
     await reader.wait_text("kept")
-    held: list[Deferred[None]] = []
+    held: list[AppendListener] = []
 
-    def held_append(app_id: str, room: str, update: bytes) -> Deferred[None]:
-        committed: Deferred[None] = Deferred()
-        held.append(committed)
-        return committed
+    def held_append(
+        app_id: str, room: str, update: bytes, listener: AppendListener
+    ) -> None:
+        held.append(listener)
 
     monkeypatch.setattr(kraken.service.store, "append", held_append)
     writer.insert(" lost")
@@ -341,7 +343,7 @@ async def test_update_whose_commit_fails_reaches_no_one(
         lambda: any(isinstance(m, AwarenessMessage) for m in newcomer.messages())
     )
 
-    held[0].errback(StoreError("database or disk is full"))
+    held[0].appends_failed("database or disk is full")
     codes = [await within(client.closed) for client in (writer, reader, newcomer)]
 
     assert codes == [1011, 1011, 1011]

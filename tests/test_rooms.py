@@ -24,7 +24,7 @@ from kraken.awareness import (
 from kraken.config import Limits
 from kraken.errors import CloseCode
 from kraken.rooms import DocumentTooLarge, Room, RoomRegistry, RoomUnavailable
-from kraken.store import StoredDocument, StoreError
+from kraken.store import AppendListener, StoredDocument, StoreError
 from kraken.sync import (
     AwarenessMessage,
     Message,
@@ -45,7 +45,8 @@ EMPTY = StoredDocument(None, 0, 0)
 @dataclass
 class Append:
     """
-    One append the room asked for, and the Deferred that says it committed.
+    One append the room asked for, and a Deferred the test fires to tell the
+    room's listener that it committed (or errs, that it failed).
     """
 
     app_id: str
@@ -69,10 +70,15 @@ class FakeDocumentStore:
         self.loads.append(loaded)
         return loaded
 
-    def append(self, app_id: str, room: str, update: bytes) -> Deferred[None]:
+    def append(
+        self, app_id: str, room: str, update: bytes, listener: AppendListener
+    ) -> None:
         committed: Deferred[None] = Deferred()
+        committed.addCallbacks(
+            lambda _: listener.appends_committed(1),
+            lambda failure: listener.appends_failed(failure.getErrorMessage()),
+        )
         self.appends.append(Append(app_id, room, update, committed))
-        return committed
 
     def compact(self, app_id: str, room: str, snapshot: bytes) -> Deferred[None]:
         compacted: Deferred[None] = Deferred()
@@ -488,26 +494,26 @@ def test_forwarding_preserves_order_across_pending_commits() -> None:
     assert forwarded == [[SyncUpdate(u)] for u in updates]
 
 
-def test_commits_firing_out_of_order_forward_nothing_uncommitted() -> None:
+def test_one_notification_for_several_appends_forwards_them_in_order() -> None:
     """
-    If a later append fires before an earlier one, the earlier update is
-    still held until its own commit, and afterwards everything has been
-    forwarded in order and the room can leave memory.
+    A store tells the room once per transaction how many of its appends
+    committed; exactly that many updates are forwarded, oldest first, and
+    once all are, the room can leave memory.
     """
     world = World()
     editor = Editor()
     sender, receiver = world.syncing("a"), world.syncing("b")
-    first, second = editor.insert("one "), editor.insert("two")
-    world.receive(sender, SyncUpdate(first))
-    world.receive(sender, SyncUpdate(second))
+    updates = [editor.insert("one "), editor.insert("two "), editor.insert("three")]
+    for update in updates:
+        world.receive(sender, SyncUpdate(update))
 
-    world.store.appends[1].committed.callback(None)
+    world.room.appends_committed(2)
 
-    assert receiver.frames == []
+    assert receiver.messages() == [SyncUpdate(updates[0]), SyncUpdate(updates[1])]
 
-    world.store.appends[0].committed.callback(None)
+    world.room.appends_committed(1)
 
-    assert receiver.messages() == [SyncUpdate(first), SyncUpdate(second)]
+    assert receiver.messages() == [SyncUpdate(update) for update in updates]
     world.room.leave(sender, world.now)
     world.room.leave(receiver, world.now)
     assert world.registry.get(KEY) is None

@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
+from kraken.store import appended
 from kraken.store.sqlite import SQLiteStore
 
 
@@ -75,7 +76,7 @@ async def test_appends_of_one_turn_share_one_transaction_and_are_readable(
     store.start()
     try:
         committed = [
-            store.append("app", "room", update).addCallback(
+            appended(store, "app", "room", update).addCallback(
                 lambda _, n=n: seen.append(f"commit {n}")
             )
             for n, update in enumerate(text_updates("a", "b", "c"))
@@ -98,7 +99,7 @@ async def test_load_reads_every_committed_append(store: SQLiteStore) -> None:
     connection committed.
     """
     await DeferredList(
-        [store.append("app", "room", u) for u in text_updates("hello ", "world")],
+        [appended(store, "app", "room", u) for u in text_updates("hello ", "world")],
         fireOnOneErrback=True,
     )
 
@@ -129,14 +130,14 @@ async def test_compaction_replaces_the_rows_before_it_and_keeps_later_ones(
     text += "three"
     three = doc.get_update(before)
     written = DeferredList(
-        [store.append("app", "room", u) for u in (one, two)]
-        + [store.append("app", "other", u) for u in text_updates("x", "y")],
+        [appended(store, "app", "room", u) for u in (one, two)]
+        + [appended(store, "app", "other", u) for u in text_updates("x", "y")],
         fireOnOneErrback=True,
     )
 
     await store.compact("app", "room", snapshot)
     await written
-    await store.append("app", "room", three)
+    await appended(store, "app", "room", three)
     loaded = await store.load("app", "room")
 
     assert loaded.rows == 2
@@ -156,9 +157,60 @@ async def test_failed_commit_fails_every_append_of_its_transaction(
     updates = text_updates("lost", "too")
 
     results = await DeferredList(
-        [store.append("app", "room", u) for u in updates], consumeErrors=True
+        [appended(store, "app", "room", u) for u in updates], consumeErrors=True
     )
 
     assert [ok for ok, _ in results] == [False, False]
     assert stored_rows(store.path) == 0
     store._writer = type(store._writer)(store.path, writer=True)
+
+
+class CountingListener:
+    """
+    An append listener that keeps what it was told.
+    """
+
+    def __init__(self) -> None:
+        self.told: list[int | str] = []
+
+    def appends_committed(self, count: int) -> None:
+        self.told.append(count)
+
+    def appends_failed(self, reason: str) -> None:
+        self.told.append(reason)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_hears_once_per_transaction(store: SQLiteStore) -> None:
+    """
+    A room's appends of one reactor turn are committed in one transaction,
+    and its listener is told once, with their number; another room's
+    listener hears of its own appends only.
+    """
+    busy, quiet = CountingListener(), CountingListener()
+    for update in text_updates("a", "b", "c"):
+        store.append("app", "busy", update, busy)
+    store.append("app", "quiet", text_updates("x")[0], quiet)
+
+    await deferLater(reactor, 0, lambda: None)
+    await deferLater(reactor, 0, lambda: None)
+
+    assert (busy.told, quiet.told) == ([3], [1])
+    assert stored_rows(store.path) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_appends_after_stop_fail_at_once(tmp_path: Path) -> None:
+    """
+    An append to a stopped store is refused to its listener straight away
+    and writes nothing.
+    """
+    stopped = SQLiteStore(reactor, tmp_path)
+    stopped.start()
+    await stopped.stop()
+    listener = CountingListener()
+
+    stopped.append("app", "room", text_updates("late")[0], listener)
+
+    assert listener.told == ["the store is closed"]
+    assert stored_rows(stopped.path) == 0

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:
-    from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred
 
+if TYPE_CHECKING:
     from kraken.apps import App
 
 
@@ -39,6 +39,28 @@ class StoredDocument:
     size: int
 
 
+class AppendListener(Protocol):
+    """
+    Who hears how a room's appends went: a room, which forwards its updates
+    only once they are committed.
+
+    A store tells a listener once per transaction, not once per update, so
+    that a busy room pays for one notification per commit.
+    """
+
+    def appends_committed(self, count: int) -> None:
+        """
+        The next C{count} appends of this listener, in the order they were
+        asked for, are committed.
+        """
+
+    def appends_failed(self, reason: str) -> None:
+        """
+        Appends of this listener could not be written, and none of the
+        transaction they were in was stored.
+        """
+
+
 class DocumentStore(Protocol):
     """
     An append-only log of document updates per room, with compaction.
@@ -52,9 +74,12 @@ class DocumentStore(Protocol):
         Read a room's document.
         """
 
-    def append(self, app_id: str, room: str, update: bytes) -> Deferred[None]:
+    def append(
+        self, app_id: str, room: str, update: bytes, listener: AppendListener
+    ) -> None:
         """
-        Durably add an update to a room; fires once it is committed.
+        Durably add an update to a room; C{listener} hears once it is
+        committed, or that it failed.
         """
 
     def compact(self, app_id: str, room: str, snapshot: bytes) -> Deferred[None]:
@@ -94,3 +119,31 @@ class AppStore(Protocol):
         """
         Remove an app and every document of it in one transaction.
         """
+
+
+class _OneAppend:
+    """
+    The listener of a single append, as a Deferred.
+    """
+
+    def __init__(self) -> None:
+        self.committed: Deferred[None] = Deferred()
+
+    def appends_committed(self, count: int) -> None:
+        self.committed.callback(None)
+
+    def appends_failed(self, reason: str) -> None:
+        self.committed.errback(StoreError(reason))
+
+
+def appended(
+    store: DocumentStore, app_id: str, room: str, update: bytes
+) -> Deferred[None]:
+    """
+    Append one update to C{store}; a Deferred that fires once it is
+    committed, for callers that wait on single appends (tools and tests;
+    rooms listen to their appends themselves).
+    """
+    one = _OneAppend()
+    store.append(app_id, room, update, one)
+    return one.committed

@@ -31,7 +31,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +43,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from kraken.apps import App
-from kraken.store import StoredDocument, StoreError
+from kraken.store import AppendListener, StoredDocument, StoreError
 
 SCHEMA_VERSION = 1
 
@@ -255,14 +254,6 @@ def _app_fields(app: App) -> tuple[str, str, str, str | None, str | None]:
     )
 
 
-@dataclass(slots=True)
-class _PendingAppend:
-    app_id: str
-    room: str
-    update: bytes
-    committed: Deferred[None]
-
-
 #: Commits after which the WAL is checkpointed at once rather than after
 #: L{CHECKPOINT_DELAY}.
 CHECKPOINT_AFTER_COMMITS = 256
@@ -296,7 +287,10 @@ class SQLiteStore:
         self._writer = _Database(self.path, writer=True)
         self._reader = _Database(self.path, writer=False)
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="kraken-store")
-        self._pending: list[_PendingAppend] = []
+        # The rows of the next transaction, and how many of them each
+        # listener asked for.
+        self._pending: list[tuple[str, str, bytes]] = []
+        self._listeners: dict[AppendListener, int] = {}
         self._flush_call: IDelayedCall | None = None
         self._uncheckpointed = 0
         self._checkpointing = False
@@ -368,45 +362,49 @@ class SQLiteStore:
     def check(self) -> Deferred[None]:
         return self._inline(self._writer.check)
 
-    def append(self, app_id: str, room: str, update: bytes) -> Deferred[None]:
+    def append(
+        self, app_id: str, room: str, update: bytes, listener: AppendListener
+    ) -> None:
         """
         Queue an update; it is committed with the others of this reactor turn.
         """
         if self._closed:
-            return fail(StoreError("the store is closed"))
-        committed: Deferred[None] = Deferred()
-        self._pending.append(_PendingAppend(app_id, room, update, committed))
+            listener.appends_failed("the store is closed")
+            return
+        self._pending.append((app_id, room, update))
+        self._listeners[listener] = self._listeners.get(listener, 0) + 1
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(0, self._flush)
-        return committed
 
     def _flush(self) -> None:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        batch, self._pending = self._pending, []
-        if not batch:
+        rows, self._pending = self._pending, []
+        listeners, self._listeners = self._listeners, {}
+        if not rows:
             return
 
-        rows = [(item.app_id, item.room, item.update) for item in batch]
         try:
             self._writer.append_rows(rows)
         except Exception as error:
-            self._write_failed(batch, error)
+            self._write_failed(len(rows), listeners, error)
         else:
             self._committed()
             with self._around_commits():
-                for item in batch:
-                    item.committed.callback(None)
+                for listener, count in listeners.items():
+                    listener.appends_committed(count)
 
-    def _write_failed(self, batch: list[_PendingAppend], error: Exception) -> None:
+    def _write_failed(
+        self, count: int, listeners: dict[AppendListener, int], error: Exception
+    ) -> None:
         self.log.error(
             "Store write of {count} updates failed: {reason}",
-            count=len(batch),
+            count=count,
             reason=str(error),
         )
-        for item in batch:
-            item.committed.errback(StoreError(str(error)))
+        for listener in listeners:
+            listener.appends_failed(str(error))
 
     # Checkpoints
 
