@@ -309,7 +309,7 @@ class Room:
         if isinstance(message, SyncStep1):
             self._answer_step1(member, membership, message.state_vector)
         elif isinstance(message, (SyncStep2, SyncUpdate)):
-            self._apply_update(member, message.update)
+            self._apply_updates(member, [message.update])
         elif isinstance(message, AwarenessMessage):
             self._apply_awareness(member, membership, message.payload, now)
         elif isinstance(message, QueryAwareness):
@@ -372,10 +372,42 @@ class Room:
         self._whole_document = None
         self._changes.append(event.update)
 
-    def _apply_update(self, member: Member, update: bytes) -> None:
-        self._check_size(len(update))
+    def receive_updates(self, member: Member, updates: list[bytes]) -> None:
+        """
+        Apply document updates a member sent together (one read of its
+        socket) in one transaction, so that they are stored as one row and
+        forwarded as one message: under load a client's updates arrive
+        several at a time.  If one is refused, the ones before it are kept
+        and forwarded, as if each had come alone.
+
+        @raise ProtocolError: an update is invalid.
+        @raise DocumentTooLarge: an update would grow the document too much.
+        """
+        if member not in self._members or self._state is not _State.READY:
+            return
+        self._apply_updates(member, updates)
+
+    def _apply_updates(self, member: Member, updates: list[bytes]) -> None:
+        incoming = sum(map(len, updates))
+        if len(updates) > 1 and self._size + incoming > self._limits.max_document_bytes:
+            # Near the size limit each update is checked on its own.
+            for update in updates:
+                self._apply_updates(member, [update])
+            return
+        self._check_size(incoming)
 
         self._changes.clear()
+        try:
+            with self.doc.transaction():
+                for update in updates:
+                    self._apply(update)
+        finally:
+            changes, self._changes = self._changes, []
+            if self._state is not _State.CLOSED:
+                for change in changes:
+                    self._record(change, exclude=member)
+
+    def _apply(self, update: bytes) -> None:
         try:
             self.doc.apply_update(update)
         except Exception as error:
@@ -387,10 +419,6 @@ class Room:
                 raise
             self._check_document()
             raise ProtocolError(f"update rejected: {type(error).__name__}") from None
-
-        for change in self._changes:
-            self._record(change, exclude=member)
-        self._changes.clear()
 
     def _check_size(self, incoming: int) -> None:
         """

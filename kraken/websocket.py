@@ -34,6 +34,8 @@ from kraken.rooms import DocumentTooLarge, Room, RoomRegistry
 from kraken.signaling import SignalError, error_message, parse_signal
 from kraken.sync import (
     ProtocolError,
+    SyncStep2,
+    SyncUpdate,
     UnsupportedMessage,
     decode_message,
     encode_permission_denied,
@@ -172,6 +174,9 @@ class RoomProtocol(WebSocketServerProtocol):
         self._signal_allowance = 0.0
         self._signal_allowance_at = 0.0
         self._rate_limited_logged = False
+        # Document updates read from the socket in the current read, applied
+        # together at its end; None outside a read.
+        self._gathered: list[bytes] | None = None
 
     @property
     def _limits(self) -> Limits:
@@ -222,6 +227,10 @@ class RoomProtocol(WebSocketServerProtocol):
         L{onMessage}, and give Autobahn the rest, from the first frame that
         is not one of them: control frames, text, fragments, a partial frame
         or anything to check.
+
+        The document updates among the frames of one read are gathered and
+        applied together (see L{Room.receive_updates}) before anything after
+        them is handled.
         """
         if (
             self.state != _OPEN
@@ -236,14 +245,18 @@ class RoomProtocol(WebSocketServerProtocol):
 
         position = 0
         limit = self._limits.max_message_bytes
-        while self.state == _OPEN:
-            frame = read_binary_frame(data, position, limit)
-            if frame is None:
-                break
-            payload, position = frame
-            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
-                self._cancelAutoPingTimeoutCall()
-            self.onMessage(payload, True)
+        self._gathered = []
+        try:
+            while self.state == _OPEN:
+                frame = read_binary_frame(data, position, limit)
+                if frame is None:
+                    break
+                payload, position = frame
+                if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                    self._cancelAutoPingTimeoutCall()
+                self.onMessage(payload, True)
+        finally:
+            self._apply_gathered_safely()
 
         if position < len(data):
             super()._dataReceived(data[position:] if position else data)
@@ -338,30 +351,70 @@ class RoomProtocol(WebSocketServerProtocol):
             if is_binary:
                 self._receive_sync(payload)
             else:
+                self._apply_gathered()
                 self._receive_text(payload)
         except Exception:
-            self._log.failure(
-                "Unexpected error handling a message: app {app}, room {room}",
-                app=self.admission.app_id,
-                room=self.admission.room,
-            )
-            self.close(CloseCode.SERVER_ERROR, "internal error")
+            self._unexpected_error()
+
+    def _unexpected_error(self) -> None:
+        self._log.failure(
+            "Unexpected error handling a message: app {app}, room {room}",
+            app=self.admission.app_id,
+            room=self.admission.room,
+        )
+        self.close(CloseCode.SERVER_ERROR, "internal error")
 
     def _receive_sync(self, payload: bytes) -> None:
         assert self._room is not None
         try:
             message = decode_message(payload)
+            if self._gathered is not None and isinstance(
+                message, (SyncUpdate, SyncStep2)
+            ):
+                self._gathered.append(message.update)
+                return
+            self._apply_gathered()
             self._room.receive(self, message, self._now())
-        except UnsupportedMessage as error:
-            self._refuse(CloseCode.PROTOCOL_ERROR, "unsupported-message", str(error))
         except AwarenessTooLarge:
             self._warn_limit("max-awareness-bytes", len(payload))
             self._count_garbage()
-        except ProtocolError as error:
+        except (ProtocolError, DocumentTooLarge) as error:
+            self._refuse_sync(error)
+
+    def _apply_gathered(self) -> None:
+        """
+        Apply the document updates gathered so far in this read, before a
+        message that must come after them.
+        """
+        gathered = self._gathered
+        if not gathered:
+            return
+        self._gathered = []
+        if self._room is not None and not self._closing:
+            self._room.receive_updates(self, gathered)
+
+    def _apply_gathered_safely(self) -> None:
+        """
+        Apply what the read gathered, at its end, and stop gathering.
+        """
+        try:
+            try:
+                self._apply_gathered()
+            finally:
+                self._gathered = None
+        except (ProtocolError, DocumentTooLarge) as error:
+            self._refuse_sync(error)
+        except Exception:
+            self._unexpected_error()
+
+    def _refuse_sync(self, error: ProtocolError | DocumentTooLarge) -> None:
+        if isinstance(error, UnsupportedMessage):
+            self._refuse(CloseCode.PROTOCOL_ERROR, "unsupported-message", str(error))
+        elif isinstance(error, ProtocolError):
             self._refuse(CloseCode.PROTOCOL_ERROR, "malformed-message", str(error))
-        except DocumentTooLarge as refused:
+        else:
             # The size logged is what the document would have grown to.
-            self._warn_limit("max-document-bytes", refused.size)
+            self._warn_limit("max-document-bytes", error.size)
             self.close(CloseCode.DOCUMENT_TOO_LARGE, "document too large")
 
     def _receive_text(self, payload: bytes) -> None:

@@ -1130,3 +1130,66 @@ def test_close_app_closes_its_rooms_only() -> None:
     assert other.closes == []
     assert world.registry.get(KEY) is None
     assert world.registry.get(f"chat:{ROOM}") is not None
+
+
+def test_updates_sent_together_are_stored_and_forwarded_as_one() -> None:
+    """
+    Updates a member sent together are applied in one transaction: one
+    append and one forwarded message carry all of them, and nothing goes
+    back to the sender.
+    """
+    world = World()
+    editor = Editor()
+    sender, receiver = world.syncing("a"), world.syncing("b")
+    updates = [editor.insert("one "), editor.insert("two "), editor.insert("three")]
+
+    world.room.receive_updates(sender, updates)
+    world.store.commit_all()
+
+    assert len(world.store.appends) == 1
+    forwarded = receiver.messages()
+    assert len(forwarded) == 1 and isinstance(forwarded[0], SyncUpdate)
+    doc: Doc[Text] = Doc()
+    doc.apply_update(forwarded[0].update)
+    assert str(doc.get("text", type=Text)) == "one two three"
+    assert sender.frames == []
+
+
+def test_a_refused_update_among_several_keeps_the_ones_before_it() -> None:
+    """
+    When one of several updates sent together is invalid, the ones before
+    it are stored and forwarded, the error is raised, and the ones after it
+    are not applied.
+    """
+    world = World()
+    editor = Editor()
+    sender, receiver = world.syncing("a"), world.syncing("b")
+    first = editor.insert("kept")
+    after = editor.insert(" lost")
+
+    with pytest.raises(ProtocolError):
+        world.room.receive_updates(sender, [first, b"garbage", after])
+    world.store.commit_all()
+
+    assert room_text(world.room) == "kept"
+    assert len(world.store.appends) == 1
+    assert receiver.messages() == [SyncUpdate(first)]
+
+
+def test_updates_together_near_the_size_limit_are_checked_one_by_one() -> None:
+    """
+    Near C{max_document_bytes}, updates sent together are checked one at a
+    time: those that fit are kept, and the one that does not is refused.
+    """
+    world = World(Limits(max_document_bytes=3000))
+    editor = Editor()
+    sender, receiver = world.syncing("a"), world.syncing("b")
+    fits = [editor.insert("x" * 1000), editor.insert("y" * 1000)]
+    too_much = editor.insert("z" * 1500)
+
+    with pytest.raises(DocumentTooLarge):
+        world.room.receive_updates(sender, [*fits, too_much])
+    world.store.commit_all()
+
+    assert room_text(world.room) == "x" * 1000 + "y" * 1000
+    assert receiver.messages() == [SyncUpdate(update) for update in fits]

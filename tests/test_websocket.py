@@ -152,6 +152,32 @@ async def test_frames_of_every_kind_in_one_read_are_handled_in_order(
 
 
 @pytest_twisted.ensureDeferred
+async def test_updates_in_one_read_are_forwarded_as_one_message(
+    start_kraken: Start,
+) -> None:
+    """
+    Updates that reach the server in one read are applied together: the
+    other member gets them in one message, and they are stored.
+    """
+    kraken = await start_kraken()
+    writer, reader = await kraken.synced(), await kraken.synced()
+    doc: Doc[Text] = Doc()
+    text = doc.get("text", type=Text)
+    frames = b""
+    for part in ("one ", "two ", "three ", "four"):
+        before = doc.get_state()
+        text += part
+        frames += frame_bytes(OP_BINARY, encode_sync_update(doc.get_update(before)))
+    received_before = len(reader.messages())
+
+    writer.transport.write(frames)
+    await reader.wait_text("one two three four")
+
+    assert len(reader.messages()) - received_before == 1
+    assert await kraken.stored_text() == "one two three four"
+
+
+@pytest_twisted.ensureDeferred
 async def test_server_sends_step1_on_open_as_a_binary_frame(
     start_kraken: Start,
 ) -> None:
