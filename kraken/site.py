@@ -196,6 +196,9 @@ class KrakenRoot(Resource):
             )
             return render_error(request, error)
 
+        # Kraken accepts no extension (no permessage-deflate), so Autobahn
+        # need not parse and log the offers, at some cost per connection.
+        request.requestHeaders.removeHeader(b"sec-websocket-extensions")
         factory = AdmittedFactory(self._factory, admission)
         rendered = WebSocketResource(factory).render(request)
         _release_http_channel(factory.built)

@@ -590,6 +590,15 @@ class RoomProtocol(WebSocketServerProtocol):
             duration=self._now() - self._opened_at,
         )
 
+    def _connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """
+        Tear the connection down as Autobahn's server protocol does, without
+        its debug line, whose arguments Autobahn formats eagerly: the text
+        of C{reason}, a traceback, on every closed connection.
+        """
+        WebSocketProtocol._connectionLost(self, reason)  # type: ignore[arg-type]
+        self.factory.countConnections -= 1
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.factory.connections.discard(self)
@@ -627,7 +636,10 @@ class RoomFactory(WebSocketServerFactory):
             autoPingInterval=limits.ping_interval,
             # Autobahn's batched timers fire up to a second early.
             autoPingTimeout=limits.ping_timeout + 1,
-            openHandshakeTimeout=10,
+            # The handshake is answered as soon as it arrives (the request
+            # was read by twisted.web, whose idle timeout covers a slow
+            # one), so its timer would only cost each connection a timer.
+            openHandshakeTimeout=0,
             closeHandshakeTimeout=2,
         )
         # Autobahn copies every option from the factory into each new

@@ -222,3 +222,34 @@ def test_data_directory_and_database_are_private(
     assert stat.S_IMODE(kraken.data_dir.stat().st_mode) == 0o700
     for path in kraken.data_dir.glob("kraken.sqlite3*"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; client_max_window_bits=99; bogus",
+        "x-webkit-deflate-frame, permessage-deflate",
+    ],
+)
+def test_extension_offers_are_declined_not_refused(
+    kraken: KrakenProcess, offer: str
+) -> None:
+    """
+    Kraken accepts no WebSocket extension: any offer, even a malformed one,
+    is left out of the answer and the handshake succeeds uncompressed.
+    """
+    token = kraken.register_app("extensions")
+    request = upgrade(f"/ext-room?token={token}", Sec_WebSocket_Extensions=offer)
+
+    with socket.create_connection(("127.0.0.1", kraken.port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed after {answer!r}"
+            answer += chunk
+    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1")
+
+    assert head.startswith("HTTP/1.1 101 "), head
+    assert "sec-websocket-extensions" not in head.lower()
