@@ -287,18 +287,33 @@ def _peer(request: IRequest) -> str:
 
 class _RedactedRequest:
     """
-    A view of a request for the access log, without its query string and
-    fragment, where tokens travel (under any spelling of their name).
+    A view of a request for the access log, without the query strings,
+    fragments and path parameters of its URI and of its C{Referer} (a page
+    opened with C{?token=...} sends its whole address there), where tokens
+    travel under any spelling of their name.
     """
 
     def __init__(self, request: IRequest) -> None:
         self._request = request
-        path = request.uri.split(b"#", 1)[0]
-        path, query_mark, _ = path.partition(b"?")
-        self.uri = path + (b"?<query omitted>" if query_mark else b"")
+        self.uri = _without_secrets(request.uri)
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        value: bytes | None = self._request.getHeader(name)
+        if value is not None and name.lower() == b"referer":
+            return _without_secrets(value)
+        return value
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)
+
+
+def _without_secrets(uri: bytes) -> bytes:
+    """
+    C{uri} up to its path parameters, query string or fragment, with a
+    mark where something was left out.
+    """
+    kept = re.split(rb"[;?#]", uri, maxsplit=1)[0]
+    return kept if kept == uri else kept + b"?<query omitted>"
 
 
 def redacted_log_formatter(timestamp: str, request: IRequest) -> str:

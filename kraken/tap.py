@@ -331,6 +331,9 @@ def settings_from_options(options: Options) -> Settings:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = Logger(namespace="kraken.tap")
 
+    missing = {
+        name for name in ("admin-token", "token") if not (data_dir / name).exists()
+    }
     try:
         admin_token, admin_path = read_secret(
             "KRAKEN_ADMIN_TOKEN", options["admin-token-file"], data_dir, "admin-token"
@@ -341,6 +344,11 @@ def settings_from_options(options: Options) -> Settings:
     except (OSError, ValueError) as error:
         raise usage.UsageError(str(error)) from None
     for kind, path in (("admin", admin_path), ("deployment", token_path)):
+        if path is not None and path.parent == data_dir and path.name in missing:
+            log.info(
+                "A new {kind} token was created in {path}", kind=kind, path=str(path)
+            )
+            continue
         source = str(path) if path else "the environment"
         log.info("The {kind} token is read from {source}", kind=kind, source=source)
 

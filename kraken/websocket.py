@@ -50,6 +50,10 @@ GARBAGE_BUDGET = 20
 #: broadcast; larger ones (a step 2 of a big document) are not held on to.
 _FRAMED_CACHE_BYTES = 64 * 1024
 
+#: The code RFC 6455 (section 7.1.5) reports for a close frame without a
+#: status code, which the stock client sends when it is destroyed.
+_NO_STATUS_RECEIVED = 1005
+
 #: Autobahn's state of an open connection.
 _OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -379,7 +383,17 @@ class RoomProtocol(WebSocketServerProtocol):
             self._warn_limit("max-awareness-bytes", len(payload))
             self._count_garbage()
         except (ProtocolError, DocumentTooLarge) as error:
-            self._refuse_sync(error)
+            # Updates gathered before a bad message are applied first, as if
+            # each had come alone; if one of them is refused, that refusal
+            # is the one the client gets.
+            self._refuse_sync(self._apply_gathered_before_refusal() or error)
+
+    def _apply_gathered_before_refusal(self) -> ProtocolError | DocumentTooLarge | None:
+        try:
+            self._apply_gathered()
+        except (ProtocolError, DocumentTooLarge) as error:
+            return error
+        return None
 
     def _apply_gathered(self) -> None:
         """
@@ -580,6 +594,8 @@ class RoomProtocol(WebSocketServerProtocol):
         held_writes.release(self.transport)
         if self.closedByMe and self.localCloseCode is not None:
             code = self.localCloseCode
+        if code is None:
+            code = _NO_STATUS_RECEIVED
         self._log.info(
             "Connection closed: app {app}, room {room}, peer {peer}, code {code}, "
             "{duration:.1f} s",

@@ -144,6 +144,35 @@ def test_token_under_an_encoded_parameter_name_is_not_logged(
     assert DEPLOYMENT_TOKEN not in kraken.log_text()
 
 
+@pytest.mark.parametrize(
+    ("target", "referer"),
+    [
+        ("/nothing", "http://localhost:3000/page?token={token}"),
+        ("/nothing", "http://localhost:3000/page#token={token}"),
+        ("/nothing;token={token}", ""),
+    ],
+)
+def test_token_in_a_referer_or_path_parameter_is_not_logged(
+    kraken: KrakenProcess, target: str, referer: str
+) -> None:
+    """
+    A page opened with its token in its address sends that address as
+    C{Referer}; the access log keeps the referring page without its query
+    or fragment, and a request path without its parameters.
+    """
+    head = f"GET {target.format(token=DEPLOYMENT_TOKEN)} HTTP/1.1\r\nHost: x\r\n"
+    if referer:
+        head += f"Referer: {referer.format(token=DEPLOYMENT_TOKEN)}\r\n"
+
+    line, _ = raw_request(kraken, head + "\r\n")
+
+    assert line.split(" ")[1] == "404"
+    logged = kraken.wait_for_log("GET /nothing")
+    assert DEPLOYMENT_TOKEN not in kraken.log_text()
+    if referer:
+        assert '"http://localhost:3000/page?<query omitted>"' in logged
+
+
 def test_absolute_form_request_target_names_the_right_room(
     kraken: KrakenProcess,
 ) -> None:

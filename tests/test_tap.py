@@ -7,11 +7,18 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from twisted.internet import reactor
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 
-from kraken.tap import Options, freeze_startup_objects, makeService
+from kraken.tap import (
+    Options,
+    freeze_startup_objects,
+    makeService,
+    settings_from_options,
+)
 
 
 def test_start_up_objects_are_frozen_once_the_reactor_runs(
@@ -37,3 +44,37 @@ def test_start_up_objects_are_frozen_once_the_reactor_runs(
         assert gc.get_freeze_count() > frozen_before
     finally:
         gc.unfreeze()
+
+
+def test_start_up_says_whether_a_token_was_created_or_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The first start says the tokens it generated were created, later starts
+    that they are read, and neither says what they are.
+    """
+    monkeypatch.delenv("KRAKEN_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("KRAKEN_TOKEN", raising=False)
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    data_dir = tmp_path / "data"
+
+    def start() -> list[str]:
+        events.clear()
+        options = Options()
+        options.parseOptions(["--data-dir", str(data_dir)])
+        settings_from_options(options)
+        return [formatEvent(event) for event in events]
+
+    try:
+        first, second = start(), start()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+    admin = (data_dir / "admin-token").read_text().strip()
+    assert f"A new admin token was created in {data_dir / 'admin-token'}" in first
+    assert f"A new deployment token was created in {data_dir / 'token'}" in first
+    assert f"The admin token is read from {data_dir / 'admin-token'}" in second
+    assert f"The deployment token is read from {data_dir / 'token'}" in second
+    assert not any(admin in line for line in first + second)

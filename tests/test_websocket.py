@@ -177,6 +177,44 @@ async def test_updates_in_one_read_are_forwarded_as_one_message(
     assert await kraken.stored_text() == "one two three four"
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [b"\x00\x02\x05ab", b"\x00\x07\x00", b"\x09\x00", b"\x02\x00", b""],
+    ids=["truncated", "unknown-sync-type", "unknown-type", "auth", "empty"],
+)
+@pytest_twisted.ensureDeferred
+async def test_updates_read_before_a_bad_message_are_kept(
+    start_kraken: Start, bad: bytes
+) -> None:
+    """
+    When a bad message follows updates in the same read, the updates before
+    it are applied, forwarded and stored, as if each had come alone; the
+    sender is closed with 1002 and what followed is not applied.
+    """
+    kraken = await start_kraken()
+    writer, reader = await kraken.synced(), await kraken.synced()
+    doc: Doc[Text] = Doc()
+    text = doc.get("text", type=Text)
+    updates = []
+    for part in ("kept ", "too", " lost"):
+        before = doc.get_state()
+        text += part
+        updates.append(encode_sync_update(doc.get_update(before)))
+
+    writer.transport.write(
+        b"".join(
+            frame_bytes(OP_BINARY, message)
+            for message in (updates[0], updates[1], bad, updates[2])
+        )
+    )
+    code = await within(writer.closed)
+    await reader.wait_text("kept too")
+
+    assert code == 1002
+    assert await kraken.stored_text() == "kept too"
+    assert str(reader.text) == "kept too"
+
+
 @pytest_twisted.ensureDeferred
 async def test_server_sends_step1_on_open_as_a_binary_frame(
     start_kraken: Start,
@@ -280,3 +318,28 @@ async def test_rooms_are_apart(start_kraken: Start) -> None:
 
     assert str(other.text) == ""
     assert await kraken.stored_text("two") == ""
+
+
+@pytest.mark.parametrize(("code", "logged"), [(None, 1005), (1000, 1000), (4000, 4000)])
+@pytest_twisted.ensureDeferred
+async def test_close_is_logged_once_with_its_code(
+    start_kraken: Start, log_events: list[LogEvent], code: int | None, logged: int
+) -> None:
+    """
+    A connection is logged once, when it closes, with the client's close
+    code; a close frame without one (what the stock client sends when it is
+    destroyed) is logged as 1005, the code RFC 6455 gives that case.
+    """
+    kraken = await start_kraken()
+    client = await kraken.synced()
+    log_events.clear()
+
+    client.sendClose(code)
+    await within(client.closed)
+
+    lines = [
+        event
+        for event in log_events
+        if str(event.get("log_format", "")).startswith("Connection ")
+    ]
+    assert [event["code"] for event in lines] == [logged]
