@@ -238,7 +238,8 @@ def stored_rows(kraken: Kraken) -> list[bytes]:
     connection = sqlite3.connect(path, timeout=10)
     try:
         rows = connection.execute(
-            "SELECT data FROM updates WHERE app_id = ? AND room = ? ORDER BY id",
+            "SELECT data FROM updates JOIN rooms USING (room_key) "
+            "WHERE app_id = ? AND room = ? ORDER BY id",
             (APP_ID, ROOM),
         ).fetchall()
     finally:
@@ -299,8 +300,9 @@ async def test_stored_document_that_cannot_be_read_is_never_overwritten(
     connection = sqlite3.connect(kraken.service.store.path, timeout=10)
     with connection:
         connection.execute(
-            "INSERT INTO updates (app_id, room, data) VALUES (?, ?, ?)",
-            (APP_ID, ROOM, b"\x01\x02garbage"),
+            "INSERT INTO updates (room_key, data) SELECT room_key, ? FROM rooms "
+            "WHERE app_id = ? AND room = ?",
+            (b"\x01\x02garbage", APP_ID, ROOM),
         )
     connection.close()
     rows_before = stored_rows(kraken)

@@ -214,3 +214,107 @@ async def test_appends_after_stop_fail_at_once(tmp_path: Path) -> None:
 
     assert listener.told == ["the store is closed"]
     assert stored_rows(stopped.path) == 0
+
+
+VERSION_1_SCHEMA = """
+CREATE TABLE apps (
+    app_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    allowed_origins TEXT NOT NULL,
+    description TEXT,
+    owner_email TEXT,
+    created_at TEXT NOT NULL,
+    token_hash TEXT NOT NULL
+);
+CREATE TABLE updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id TEXT NOT NULL,
+    room TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX updates_by_room ON updates (app_id, room, id);
+CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_database_is_migrated_with_its_rows_in_order(
+    tmp_path: Path,
+) -> None:
+    """
+    A database of schema version 1 (updates keyed by app and room names)
+    is migrated on start: every room loads the same text, with its rows in
+    their order, new appends land after them, and deleting an app removes
+    its rooms only.
+    """
+    path = tmp_path / "kraken.sqlite3"
+    one, two = text_updates("alpha ", "beta"), text_updates("other")
+    with sqlite3.connect(path) as old:
+        old.executescript(VERSION_1_SCHEMA)
+        old.executemany(
+            "INSERT INTO updates (app_id, room, data) VALUES (?, ?, ?)",
+            [("a", "r", one[0]), ("b", "r", two[0]), ("a", "r", one[1])],
+        )
+    old.close()
+
+    migrated = SQLiteStore(reactor, tmp_path)
+    migrated.start()
+    try:
+        first = await migrated.load("a", "r")
+        assert (text_of(first.update), first.rows) == ("alpha beta", 2)
+        assert text_of((await migrated.load("b", "r")).update) == "other"
+        doc: Doc[Text] = Doc()
+        doc.apply_update(first.update or b"")
+        before = doc.get_state()
+        doc.get("text", type=Text).insert(len("alpha beta"), "!")
+        await appended(migrated, "a", "r", doc.get_update(before))
+        assert text_of((await migrated.load("a", "r")).update) == "alpha beta!"
+
+        await migrated._inline(migrated._writer.delete_app, "a")
+
+        assert (await migrated.load("a", "r")).rows == 0
+        assert text_of((await migrated.load("b", "r")).update) == "other"
+    finally:
+        await migrated.stop()
+    with sqlite3.connect(path) as check:
+        (version,) = check.execute("PRAGMA user_version").fetchone()
+    check.close()
+    assert version == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_room_of_a_deleted_app_starts_empty_when_written_again(
+    store: SQLiteStore,
+) -> None:
+    """
+    After an app is deleted, a room of the same name (the app registered
+    again) holds only what is written after, and other apps keep theirs.
+    """
+    await appended(store, "gone", "room", text_updates("old")[0])
+    await appended(store, "kept", "room", text_updates("kept")[0])
+
+    await store.delete_app("gone")
+    await appended(store, "gone", "room", text_updates("new")[0])
+
+    assert text_of((await store.load("gone", "room")).update) == "new"
+    assert text_of((await store.load("kept", "room")).update) == "kept"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_room_first_written_in_a_failed_transaction_is_written_later(
+    store: SQLiteStore,
+) -> None:
+    """
+    When the transaction that first wrote a room fails, nothing of it stays,
+    and a later write to that room is stored and loads.
+    """
+    bad: bytes = None  # type: ignore[assignment]
+    results = await DeferredList(
+        [appended(store, "app", "fresh", bad)], consumeErrors=True
+    )
+    assert [ok for ok, _ in results] == [False]
+
+    await appended(store, "app", "fresh", text_updates("stored")[0])
+
+    assert text_of((await store.load("app", "fresh")).update) == "stored"

@@ -45,7 +45,10 @@ from twisted.python.threadpool import ThreadPool
 from kraken.apps import App
 from kraken.store import AppendListener, StoredDocument, StoreError
 
-SCHEMA_VERSION = 1
+#: Version 2 keys updates by a room number instead of the app and room names,
+#: without AUTOINCREMENT: a commit then writes smaller index pages and no
+#: sqlite_sequence page (about a third less CPU per commit here).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
@@ -57,18 +60,52 @@ CREATE TABLE IF NOT EXISTS apps (
     created_at TEXT NOT NULL,
     token_hash TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS updates (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS rooms (
+    room_key INTEGER PRIMARY KEY,
     app_id TEXT NOT NULL,
     room TEXT NOT NULL,
+    UNIQUE (app_id, room)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY,
+    room_key INTEGER NOT NULL,
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS updates_by_room ON updates (app_id, room, id);
+CREATE INDEX IF NOT EXISTS updates_by_room ON updates (room_key, id);
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY,
     checked_at REAL NOT NULL
 );
 """
+
+#: From version 1, where updates carried their app and room names: every row
+#: keeps its id, so each room's updates keep their order.
+_FROM_VERSION_1 = """
+CREATE TABLE rooms (
+    room_key INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    room TEXT NOT NULL,
+    UNIQUE (app_id, room)
+);
+INSERT INTO rooms (app_id, room) SELECT DISTINCT app_id, room FROM updates;
+CREATE TABLE updates_v2 (
+    id INTEGER PRIMARY KEY,
+    room_key INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+INSERT INTO updates_v2 (id, room_key, data)
+    SELECT updates.id, rooms.room_key, updates.data
+    FROM updates JOIN rooms USING (app_id, room);
+DROP TABLE updates;
+ALTER TABLE updates_v2 RENAME TO updates;
+CREATE INDEX updates_by_room ON updates (room_key, id);
+"""
+
+#: The rows of a room, oldest first, by app and room name.
+_ROOM_ROWS = (
+    "SELECT data FROM updates WHERE room_key = "
+    "(SELECT room_key FROM rooms WHERE app_id = ? AND room = ?) ORDER BY id"
+)
 
 T = TypeVar("T")
 
@@ -93,6 +130,8 @@ class _Database:
             path, isolation_level=None, check_same_thread=False
         )
         self._connection.execute("PRAGMA busy_timeout=5000")
+        # The writer's cache of room numbers, by app and room name.
+        self._room_keys: dict[tuple[str, str], int] = {}
         if writer:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._migrate()
@@ -106,6 +145,8 @@ class _Database:
                 f"{self.path} has schema version {version}; this Kraken knows "
                 f"versions up to {SCHEMA_VERSION}"
             )
+        if version == 1:
+            self._transaction(lambda c: _run_script(c, _FROM_VERSION_1))
         self._connection.executescript(_SCHEMA)
         self._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -134,35 +175,65 @@ class _Database:
             self._connection.execute("ROLLBACK")
 
     def append_rows(self, rows: list[tuple[str, str, bytes]]) -> None:
+        new_keys: dict[tuple[str, str], int] = {}
+
         def insert(connection: sqlite3.Connection) -> None:
+            keyed = [
+                (self._room_key(connection, app_id, room, new_keys), data)
+                for app_id, room, data in rows
+            ]
             connection.executemany(
-                "INSERT INTO updates (app_id, room, data) VALUES (?, ?, ?)", rows
+                "INSERT INTO updates (room_key, data) VALUES (?, ?)", keyed
             )
 
         self._transaction(insert)
+        # Only committed room numbers are remembered.
+        self._room_keys.update(new_keys)
+
+    def _room_key(
+        self,
+        connection: sqlite3.Connection,
+        app_id: str,
+        room: str,
+        new_keys: dict[tuple[str, str], int],
+    ) -> int:
+        """
+        The number of a room, given one in this transaction if it has none.
+        """
+        name = (app_id, room)
+        key = self._room_keys.get(name)
+        if key is None:
+            key = new_keys.get(name)
+        if key is not None:
+            return key
+        connection.execute(
+            "INSERT OR IGNORE INTO rooms (app_id, room) VALUES (?, ?)", name
+        )
+        (key,) = connection.execute(
+            "SELECT room_key FROM rooms WHERE app_id = ? AND room = ?", name
+        ).fetchone()
+        new_keys[name] = key
+        return int(key)
 
     def load(self, app_id: str, room: str) -> StoredDocument:
-        rows = self._connection.execute(
-            "SELECT data FROM updates WHERE app_id = ? AND room = ? ORDER BY id",
-            (app_id, room),
-        ).fetchall()
+        rows = self._connection.execute(_ROOM_ROWS, (app_id, room)).fetchall()
         return _merged(rows)
 
     def replace_room(self, app_id: str, room: str, snapshot: bytes) -> None:
         """
         Replace every row of a room with one row holding C{snapshot}.
         """
+        new_keys: dict[tuple[str, str], int] = {}
 
         def rewrite(connection: sqlite3.Connection) -> None:
+            key = self._room_key(connection, app_id, room, new_keys)
+            connection.execute("DELETE FROM updates WHERE room_key = ?", (key,))
             connection.execute(
-                "DELETE FROM updates WHERE app_id = ? AND room = ?", (app_id, room)
-            )
-            connection.execute(
-                "INSERT INTO updates (app_id, room, data) VALUES (?, ?, ?)",
-                (app_id, room, snapshot),
+                "INSERT INTO updates (room_key, data) VALUES (?, ?)", (key, snapshot)
             )
 
         self._transaction(rewrite)
+        self._room_keys.update(new_keys)
 
     def checkpoint(self) -> None:
         """
@@ -230,10 +301,28 @@ class _Database:
 
     def delete_app(self, app_id: str) -> None:
         def delete(connection: sqlite3.Connection) -> None:
-            connection.execute("DELETE FROM updates WHERE app_id = ?", (app_id,))
+            connection.execute(
+                "DELETE FROM updates WHERE room_key IN "
+                "(SELECT room_key FROM rooms WHERE app_id = ?)",
+                (app_id,),
+            )
+            connection.execute("DELETE FROM rooms WHERE app_id = ?", (app_id,))
             connection.execute("DELETE FROM apps WHERE app_id = ?", (app_id,))
 
         self._transaction(delete)
+        self._room_keys = {
+            name: key for name, key in self._room_keys.items() if name[0] != app_id
+        }
+
+
+def _run_script(connection: sqlite3.Connection, script: str) -> None:
+    """
+    Run the statements of C{script} one by one, inside the caller's
+    transaction (C{executescript} would commit it first).
+    """
+    for statement in script.split(";"):
+        if statement.strip():
+            connection.execute(statement)
 
 
 def _merged(rows: list[tuple[bytes]]) -> StoredDocument:
