@@ -361,6 +361,10 @@ class RoomProtocol(WebSocketServerProtocol):
             self._unexpected_error()
 
     def _unexpected_error(self) -> None:
+        """
+        Log a bug met while handling a message, and close only this
+        connection (1011).
+        """
         self._log.failure(
             "Unexpected error handling a message: app {app}, room {room}",
             app=self.admission.app_id,
@@ -389,6 +393,10 @@ class RoomProtocol(WebSocketServerProtocol):
             self._refuse_sync(self._apply_gathered_before_refusal() or error)
 
     def _apply_gathered_before_refusal(self) -> ProtocolError | DocumentTooLarge | None:
+        """
+        Apply the updates gathered before a refused message; the refusal of
+        one of them, if any, which comes first.
+        """
         try:
             self._apply_gathered()
         except (ProtocolError, DocumentTooLarge) as error:
@@ -422,6 +430,10 @@ class RoomProtocol(WebSocketServerProtocol):
             self._unexpected_error()
 
     def _refuse_sync(self, error: ProtocolError | DocumentTooLarge) -> None:
+        """
+        Close the connection for a refused sync message, with its code and
+        one warning line.
+        """
         if isinstance(error, UnsupportedMessage):
             self._refuse(CloseCode.PROTOCOL_ERROR, "unsupported-message", str(error))
         elif isinstance(error, ProtocolError):
