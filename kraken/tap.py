@@ -26,6 +26,7 @@ from kraken.demo import Demo
 from kraken.errors import CloseCode
 from kraken.rooms import RoomRegistry
 from kraken.site import KrakenRoot, make_site
+from kraken.store import StoreError
 from kraken.store.sqlite import SQLiteStore
 from kraken.websocket import Connections, RoomFactory
 from kraken.wire import held_writes
@@ -377,7 +378,7 @@ def makeService(options: Options) -> IService:
     )
     try:
         service = KrakenService(settings, reactor)
-    except ValueError as error:
+    except (ValueError, StoreError) as error:
         raise SystemExit(str(error)) from None
     reactor.callWhenRunning(freeze_startup_objects)
     return service

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from pycrdt import Doc, Text
 from twisted.internet import reactor
@@ -17,6 +18,7 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
 from kraken.store import appended
+from kraken.store import sqlite as sqlite_store
 from kraken.store.sqlite import SQLiteStore
 
 
@@ -318,3 +320,37 @@ async def test_a_room_first_written_in_a_failed_transaction_is_written_later(
     await appended(store, "app", "fresh", text_updates("stored")[0])
 
     assert text_of((await store.load("app", "fresh")).update) == "stored"
+
+
+def test_a_migration_that_fails_leaves_the_version_1_database_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The migration and the new schema version are one transaction: when its
+    last step fails, the database is still the version 1 database, and the
+    next start migrates it.
+    """
+    path = tmp_path / "kraken.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(VERSION_1_SCHEMA)
+        old.execute(
+            "INSERT INTO updates (app_id, room, data) VALUES (?, ?, ?)",
+            ("a", "r", text_updates("kept")[0]),
+        )
+    old.close()
+    monkeypatch.setattr(sqlite_store, "_SCHEMA", sqlite_store._SCHEMA + "SELECT nope;")
+
+    with pytest.raises(sqlite3.OperationalError):
+        SQLiteStore(reactor, tmp_path)
+
+    with sqlite3.connect(path) as check:
+        (version,) = check.execute("PRAGMA user_version").fetchone()
+        columns = {row[1] for row in check.execute("PRAGMA table_info(updates)")}
+        tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
+    check.close()
+    assert (version, "app_id" in columns, "rooms" in tables) == (1, True, False)
+    monkeypatch.undo()
+    reopened = SQLiteStore(reactor, tmp_path)
+    assert text_of(reopened._reader.load("a", "r").update) == "kept"
+    reopened._writer.close()
+    reopened._reader.close()

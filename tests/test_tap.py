@@ -5,6 +5,7 @@ What C{twistd kraken} builds, beyond the service itself.
 from __future__ import annotations
 
 import gc
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -78,3 +79,27 @@ def test_start_up_says_whether_a_token_was_created_or_read(
     assert f"The admin token is read from {data_dir / 'admin-token'}" in second
     assert f"The deployment token is read from {data_dir / 'token'}" in second
     assert not any(admin in line for line in first + second)
+
+
+def test_a_database_of_a_newer_kraken_is_refused_in_one_line(tmp_path: Path) -> None:
+    """
+    A data directory written by a newer Kraken stops the start with one
+    message naming the versions, not a traceback, and is left untouched.
+    """
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    database = data_dir / "kraken.sqlite3"
+    with sqlite3.connect(database) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    newer.close()
+    before = database.read_bytes()
+    options = Options()
+    options.parseOptions(["--data-dir", str(data_dir)])
+
+    with pytest.raises(SystemExit) as stopped:
+        makeService(options)
+
+    assert "has schema version 99; this Kraken knows versions up to" in str(
+        stopped.value
+    )
+    assert database.read_bytes() == before

@@ -101,6 +101,8 @@ ALTER TABLE updates_v2 RENAME TO updates;
 CREATE INDEX updates_by_room ON updates (room_key, id);
 """
 
+_log = Logger(namespace="kraken.store.sqlite")
+
 #: The rows of a room, oldest first, by app and room name.
 _ROOM_ROWS = (
     "SELECT data FROM updates WHERE room_key = "
@@ -133,22 +135,54 @@ class _Database:
         # The writer's cache of room numbers, by app and room name.
         self._room_keys: dict[tuple[str, str], int] = {}
         if writer:
+            # A newer Kraken's database is refused before anything of it,
+            # even its journal mode, is changed.
+            version = self._schema_version()
             self._connection.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
+            self._migrate(version)
             self._connection.execute("PRAGMA wal_autocheckpoint=0")
         self._connection.execute("PRAGMA synchronous=NORMAL")
 
-    def _migrate(self) -> None:
+    def _schema_version(self) -> int:
         (version,) = self._connection.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
+            self._connection.close()
             raise StoreError(
                 f"{self.path} has schema version {version}; this Kraken knows "
                 f"versions up to {SCHEMA_VERSION}"
             )
-        if version == 1:
-            self._transaction(lambda c: _run_script(c, _FROM_VERSION_1))
-        self._connection.executescript(_SCHEMA)
-        self._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return int(version)
+
+    def _migrate(self, version: int) -> None:
+        if version == SCHEMA_VERSION:
+            return
+
+        def upgrade(connection: sqlite3.Connection) -> None:
+            if version == 1:
+                _run_script(connection, _FROM_VERSION_1)
+            _run_script(connection, _SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        if version:
+            _log.info(
+                "Migrating {path} from schema version {old} to {new}; it needs "
+                "free space about the size of the database, and earlier "
+                "Kraken versions cannot open it afterwards",
+                path=str(self.path),
+                old=version,
+                new=SCHEMA_VERSION,
+            )
+        started = time.monotonic()
+        # The schema and its version are committed together: a crash leaves
+        # either the old database or the new one.
+        self._transaction(upgrade)
+        if version:
+            _log.info(
+                "Migrated {path} to schema version {new} in {seconds:.1f} s",
+                path=str(self.path),
+                new=SCHEMA_VERSION,
+                seconds=time.monotonic() - started,
+            )
 
     def close(self) -> None:
         self._connection.close()
