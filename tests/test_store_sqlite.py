@@ -354,3 +354,22 @@ def test_a_migration_that_fails_leaves_the_version_1_database_as_it_was(
     assert text_of(reopened._reader.load("a", "r").update) == "kept"
     reopened._writer.close()
     reopened._reader.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cache_of_room_numbers_is_bounded(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The writer remembers at most C{ROOM_KEY_CACHE_SIZE} room numbers, and
+    rooms written after it started over are stored and load as before.
+    """
+    monkeypatch.setattr(sqlite_store, "ROOM_KEY_CACHE_SIZE", 4)
+
+    for index in range(10):
+        await appended(store, "app", f"room-{index}", text_updates(f"t{index}")[0])
+
+    assert len(store._writer._room_keys) <= 4
+    for index in range(10):
+        loaded = await store.load("app", f"room-{index}")
+        assert text_of(loaded.update) == f"t{index}"

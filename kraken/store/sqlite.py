@@ -103,6 +103,9 @@ CREATE INDEX updates_by_room ON updates (room_key, id);
 
 _log = Logger(namespace="kraken.store.sqlite")
 
+#: Rooms whose numbers the writer keeps in memory (about 200 bytes each).
+ROOM_KEY_CACHE_SIZE = 65536
+
 #: The rows of a room, oldest first, by app and room name.
 _ROOM_ROWS = (
     "SELECT data FROM updates WHERE room_key = "
@@ -221,7 +224,16 @@ class _Database:
             )
 
         self._transaction(insert)
-        # Only committed room numbers are remembered.
+        self._remember(new_keys)
+
+    def _remember(self, new_keys: dict[tuple[str, str], int]) -> None:
+        """
+        Cache room numbers once their transaction has committed; the cache
+        starts over past L{ROOM_KEY_CACHE_SIZE} rooms, so that a server that
+        sees ever new rooms does not grow with them.
+        """
+        if len(self._room_keys) + len(new_keys) > ROOM_KEY_CACHE_SIZE:
+            self._room_keys.clear()
         self._room_keys.update(new_keys)
 
     def _room_key(
@@ -267,7 +279,7 @@ class _Database:
             )
 
         self._transaction(rewrite)
-        self._room_keys.update(new_keys)
+        self._remember(new_keys)
 
     def checkpoint(self) -> None:
         """
