@@ -1,5 +1,10 @@
 """
-The bytes Kraken puts on a connection's socket for a broadcast.
+WebSocket frames on the hot path: the common client frame read without
+Autobahn, and the bytes Kraken puts on a connection's socket for a broadcast.
+
+Nearly every frame a y-websocket client sends is small, complete, masked and
+binary; L{read_binary_frame} unmasks those and leaves every other frame, and
+every check they need, to Autobahn.
 
 A room sends the same update to every member.  Going through Autobahn's
 C{sendMessage} for each of them re-frames the message and, on every send,
