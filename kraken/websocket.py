@@ -420,14 +420,13 @@ class RoomProtocol(WebSocketServerProtocol):
         Apply what the read gathered, at its end, and stop gathering.
         """
         try:
-            try:
-                self._apply_gathered()
-            finally:
-                self._gathered = None
-        except (ProtocolError, DocumentTooLarge) as error:
-            self._refuse_sync(error)
+            refused = self._apply_gathered_before_refusal()
+            if refused is not None:
+                self._refuse_sync(refused)
         except Exception:
             self._unexpected_error()
+        finally:
+            self._gathered = None
 
     def _refuse_sync(self, error: ProtocolError | DocumentTooLarge) -> None:
         """

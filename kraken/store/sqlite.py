@@ -78,27 +78,19 @@ CREATE TABLE IF NOT EXISTS health (
 );
 """
 
-#: From version 1, where updates carried their app and room names: every row
+#: From version 1, where updates carried their app and room names: the old
+#: table is set aside before L{_SCHEMA} creates the new ones, and every row
 #: keeps its id, so each room's updates keep their order.
+_SET_VERSION_1_ASIDE = """
+DROP INDEX updates_by_room;
+ALTER TABLE updates RENAME TO updates_v1;
+"""
 _FROM_VERSION_1 = """
-CREATE TABLE rooms (
-    room_key INTEGER PRIMARY KEY,
-    app_id TEXT NOT NULL,
-    room TEXT NOT NULL,
-    UNIQUE (app_id, room)
-);
-INSERT INTO rooms (app_id, room) SELECT DISTINCT app_id, room FROM updates;
-CREATE TABLE updates_v2 (
-    id INTEGER PRIMARY KEY,
-    room_key INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
-INSERT INTO updates_v2 (id, room_key, data)
-    SELECT updates.id, rooms.room_key, updates.data
-    FROM updates JOIN rooms USING (app_id, room);
-DROP TABLE updates;
-ALTER TABLE updates_v2 RENAME TO updates;
-CREATE INDEX updates_by_room ON updates (room_key, id);
+INSERT INTO rooms (app_id, room) SELECT DISTINCT app_id, room FROM updates_v1;
+INSERT INTO updates (id, room_key, data)
+    SELECT updates_v1.id, rooms.room_key, updates_v1.data
+    FROM updates_v1 JOIN rooms USING (app_id, room);
+DROP TABLE updates_v1;
 """
 
 _log = Logger(namespace="kraken.store.sqlite")
@@ -162,8 +154,10 @@ class _Database:
 
         def upgrade(connection: sqlite3.Connection) -> None:
             if version == 1:
-                _run_script(connection, _FROM_VERSION_1)
+                _run_script(connection, _SET_VERSION_1_ASIDE)
             _run_script(connection, _SCHEMA)
+            if version == 1:
+                _run_script(connection, _FROM_VERSION_1)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
         if version:
